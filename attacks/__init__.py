@@ -1,0 +1,1 @@
+"""Adversarial attacks, registered with @register_attack."""

@@ -1,0 +1,35 @@
+"""Base class of defenses.
+
+A defense is either a *purifier* (``forward(x) -> x'`` of the same shape, applied to every
+image the recognizer sees, probe and gallery alike) or a *recognizer transform* (override
+``wrap``). ``differentiable`` and ``randomized`` tell adaptive attacks whether they need BPDA
+or EOT.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Defense(nn.Module):
+    differentiable: bool = True
+    randomized: bool = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def wrap(self, recognizer: nn.Module) -> nn.Module:
+        """The defended system seen by the attacker and the evaluator: recognizer∘purifier."""
+        return DefendedRecognizer(self, recognizer)
+
+
+class DefendedRecognizer(nn.Module):
+    def __init__(self, defense: Defense, recognizer: nn.Module):
+        super().__init__()
+        self.defense = defense
+        self.recognizer = recognizer
+        for attr in ("input_size", "embedding_dim", "alignment"):
+            setattr(self, attr, getattr(recognizer, attr, None))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.recognizer(self.defense(x))

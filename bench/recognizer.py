@@ -1,0 +1,25 @@
+"""Base class of recognizers: pixel-space modules that map aligned faces to embeddings."""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import nn
+
+
+class Recognizer(nn.Module):
+    """A face recognizer that takes float RGB images in [0, 1], NCHW, of ``input_size``.
+
+    Every recognizer applies its own normalisation inside ``forward`` so that attacks and
+    defenses can work in pixel space; the output is the raw embedding (compare by cosine).
+    """
+
+    #: (height, width) of the aligned chip the network expects
+    input_size: Tuple[int, int] = (112, 112)
+    #: length of the embedding
+    embedding_dim: int = 512
+    #: name of the aligner geometry LFW photos are cropped with for this recognizer
+    alignment: str = "center"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError

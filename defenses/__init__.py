@@ -1,0 +1,1 @@
+"""Defenses (purifiers and recognizer transforms), registered with @register_defense."""

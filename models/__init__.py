@@ -1,0 +1,1 @@
+"""Face recognizers (pixel-space nn.Modules), registered with @register_recognizer."""

@@ -1,0 +1,127 @@
+"""Aligners: turn a decoded photo into the crop a recognizer expects.
+
+LFW images are 250x250 frames roughly centred on the face by the Viola-Jones detector, so a
+fixed box reproduces a detector+landmark alignment closely without running a detector at
+benchmark time (and keeps the attacked pixels identical across runs). Each aligner has a
+``key`` that names it in cache files: change the geometry, and the cache key changes too.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Tuple
+
+import numpy as np
+from PIL import Image
+
+from ..errors import FacebenchError
+
+LFW_FRAME = 250  # LFW images are 250x250; FixedCrop boxes are given in that frame
+
+# Box (left, top, width, height) in the LFW frame that best matches dlib's
+# get_face_chip(size=150, padding=0.25) crops. Placeholder until measured:
+# scripts/choose_alignment.py fits it against the dlib reference chips.
+DLIB_CHIP_BOX: Tuple[float, float, float, float] = (62.0, 72.0, 126.0, 126.0)
+
+# A plain centred square, for recognizers trained on loose centre crops.
+CENTER_BOX: Tuple[float, float, float, float] = (50.0, 50.0, 150.0, 150.0)
+
+
+def _check_image(img: np.ndarray) -> np.ndarray:
+    img = np.asarray(img)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise FacebenchError(
+            f"aligner input must be a uint8 HxWx3 RGB image, got {img.dtype} {img.shape}"
+        )
+    return img
+
+
+def _size(out_size) -> Tuple[int, int]:
+    if isinstance(out_size, (int, np.integer)):
+        out_size = (out_size, out_size)
+    h, w = (int(v) for v in out_size)
+    if h < 1 or w < 1:
+        raise FacebenchError(f"aligned crop size must be positive, got {h}x{w}")
+    return h, w
+
+
+class Aligner:
+    """Base class: ``aligner(img uint8 HxWx3) -> uint8 hxwx3`` with ``out_size == (h, w)``."""
+
+    key: str = "aligner"
+    out_size: Tuple[int, int] = (0, 0)
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.key})"
+
+
+class FixedCrop(Aligner):
+    """Crop a fixed, possibly fractional, box of the LFW frame and resize it.
+
+    ``box`` is ``(left, top, width, height)`` in a 250x250 frame; images of another size get
+    the box scaled proportionally. Resizing is PIL's bilinear filter over the sub-pixel box,
+    which widens its support when shrinking, so downscaling is antialiased.
+    """
+
+    def __init__(self, box, out_size=(150, 150)):
+        left, top, width, height = (float(v) for v in box)
+        if width <= 0 or height <= 0 or left < 0 or top < 0 or \
+                left + width > LFW_FRAME or top + height > LFW_FRAME:
+            raise FacebenchError(
+                f"crop box {tuple(box)} (left, top, width, height) must lie inside the "
+                f"{LFW_FRAME}x{LFW_FRAME} LFW frame"
+            )
+        self.box = (left, top, width, height)
+        self.out_size = _size(out_size)
+        coords = ",".join(f"{v:g}" for v in self.box)
+        self.key = f"crop{coords}-{self.out_size[0]}x{self.out_size[1]}-bilinear"
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        img = _check_image(img)
+        h_img, w_img = img.shape[:2]
+        sx, sy = w_img / LFW_FRAME, h_img / LFW_FRAME
+        left, top, width, height = self.box
+        region = (left * sx, top * sy, (left + width) * sx, (top + height) * sy)
+        h, w = self.out_size
+        out = Image.fromarray(img).resize((w, h), Image.Resampling.BILINEAR, box=region)
+        return np.asarray(out, dtype=np.uint8)
+
+
+class ResizeOnly(Aligner):
+    """For crops that are already aligned: just resize (PIL bilinear, antialiased)."""
+
+    def __init__(self, out_size=(150, 150)):
+        self.out_size = _size(out_size)
+        self.key = f"resize-{self.out_size[0]}x{self.out_size[1]}-bilinear"
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        img = _check_image(img)
+        h, w = self.out_size
+        if img.shape[:2] == (h, w):
+            return img.copy()
+        out = Image.fromarray(img).resize((w, h), Image.Resampling.BILINEAR)
+        return np.asarray(out, dtype=np.uint8)
+
+
+ALIGNERS: Dict[str, Callable[..., Aligner]] = {
+    "dlib-chip": lambda out_size=(150, 150): FixedCrop(DLIB_CHIP_BOX, out_size),
+    "center": lambda out_size=(150, 150): FixedCrop(CENTER_BOX, out_size),
+    "resize": lambda out_size=(150, 150): ResizeOnly(out_size),
+}
+
+
+def get_aligner(name: str, out_size=(150, 150)) -> Aligner:
+    """The aligner registered as ``name`` producing ``out_size`` crops."""
+    if name not in ALIGNERS:
+        raise FacebenchError(f"unknown aligner {name!r}; choose from: {', '.join(ALIGNERS)}")
+    return ALIGNERS[name](out_size)
+
+
+def aligner_for(dataset: str, recognizer) -> Aligner:
+    """The crop ``recognizer`` expects: its named alignment on LFW frames, a plain resize for
+    user CSV crops (already aligned). Reads ``recognizer.alignment`` and ``.input_size``."""
+    size = getattr(recognizer, "input_size", (150, 150))
+    if dataset == "pairs":
+        return ResizeOnly(size)
+    return get_aligner(getattr(recognizer, "alignment", "dlib-chip"), size)

@@ -1,0 +1,34 @@
+"""PGD: the standard first-order white-box attack (Madry et al.) on the cosine score."""
+from __future__ import annotations
+
+from facebench.attack import Attack
+from facebench.errors import FacebenchError
+from facebench.registry import register_attack
+
+
+@register_attack("pgd")
+class PGD(Attack):
+    """PGD: projected steepest ascent on the verification gain, optional random start.
+
+    ``step_size`` is in the threat's eps units (linf /255, l2 absolute, rel-l2 relative to
+    ‖x‖₂); None means 2.5·eps/steps. Returns the last iterate, batched, one gradient a step.
+    """
+
+    defaults = {"steps": 40, "step_size": None, "random_start": True}
+
+    def validate(self) -> None:
+        self._int_at_least("steps", 1)
+        if self.step_size is not None:
+            self._positive("step_size")
+        if not isinstance(self.random_start, bool):
+            raise FacebenchError(f"pgd random_start must be true or false, got {self.random_start!r}")
+
+    def perturb(self, model, probe, gallery_emb, dodge, thr):
+        x, g, d = self._inputs(probe, gallery_emb, dodge)
+        size = 2.5 * self.threat.eps / self.steps if self.step_size is None else self.step_size
+        alpha = self.threat.radius(x, eps=size).reshape(-1, *([1] * (x.dim() - 1)))
+        x_adv = self.threat.random_start(x) if self.random_start else x.clone()
+        for _ in range(self.steps):
+            _, grad = self._gain_and_grad(model, x_adv, g, d)
+            x_adv = self.threat.project(x_adv + alpha * self.threat.normalize_step(grad), x)
+        return x_adv.detach()

@@ -1,0 +1,153 @@
+"""Base class of attacks and the verification objective they all share.
+
+Only the probe of a pair is perturbed; the gallery embedding is fixed. A *dodging* row is a
+same-identity pair the attacker wants rejected (push the cosine down), an *impersonation*
+row a different-identity pair it wants accepted (pull the cosine up). Attacks ascend
+:func:`gain`, and :func:`success` is the decision flip at the threshold.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Tuple
+
+import torch
+
+from .errors import FacebenchError
+from .threat import ThreatModel
+
+GOALS = ("dodging", "impersonation", "pair")
+
+
+def attacked_mask(goal: str, same) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(attacked, dodge) bool tensors for the pairs' ``same`` labels under ``goal``.
+
+    dodging attacks only same-identity pairs, impersonation only different-identity pairs,
+    pair attacks all of them (dodging the same ones, impersonating with the others).
+    """
+    same = torch.as_tensor(same).reshape(-1).bool()
+    if goal == "dodging":
+        attacked = same.clone()
+    elif goal == "impersonation":
+        attacked = ~same
+    elif goal == "pair":
+        attacked = torch.ones_like(same)
+    else:
+        raise FacebenchError(f"unknown attack goal {goal!r}; choose from: {', '.join(GOALS)}")
+    return attacked, same.clone()
+
+
+def _cos(emb: torch.Tensor, gallery_emb: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(emb, gallery_emb, dim=1, eps=1e-12)
+
+
+def gain(emb: torch.Tensor, gallery_emb: torch.Tensor, dodge: torch.Tensor) -> torch.Tensor:
+    """Per-sample quantity the attacker ascends: -cos for dodging rows, +cos otherwise."""
+    cos = _cos(emb, gallery_emb)
+    return torch.where(dodge, -cos, cos)
+
+
+def success(emb: torch.Tensor, gallery_emb: torch.Tensor, dodge: torch.Tensor,
+            thr: float) -> torch.Tensor:
+    """Per-sample decision flip: dodging wants cos < thr, impersonation cos >= thr."""
+    cos = _cos(emb, gallery_emb)
+    return torch.where(dodge, cos < thr, cos >= thr)
+
+
+class Attack:
+    """A budgeted attack on a verification system; subclasses implement :meth:`perturb`.
+
+    Parameters are declared in the class dict ``defaults``; unknown names and bad values
+    raise :class:`FacebenchError`, so a typo on the command line fails with one line.
+    """
+
+    #: whether the attack needs gradients of the model (False for black-box attacks)
+    gradient_based: bool = True
+    #: parameter name -> default value
+    defaults: Dict[str, Any] = {}
+
+    def __init__(self, threat: ThreatModel, **params):
+        if not isinstance(threat, ThreatModel):
+            raise FacebenchError(f"attack {self.name} needs a ThreatModel, got {type(threat).__name__}")
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            known = ", ".join(self.defaults) or "none"
+            raise FacebenchError(
+                f"unknown parameter {unknown[0]!r} for attack {self.name}; accepted: {known}")
+        self.threat = threat
+        self.params = {**self.defaults, **params}
+        for key, value in self.params.items():
+            setattr(self, key, value)
+        self.validate()
+
+    @property
+    def name(self) -> str:
+        return getattr(type(self), "registry_name", type(self).__name__.lower())
+
+    def validate(self) -> None:
+        """Check ``self.params``; subclasses call the helpers below."""
+
+    # -- parameter checks ------------------------------------------------------------
+    def _number(self, key: str, low: float, strict: bool, integer: bool = False) -> None:
+        value = getattr(self, key)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and integer:
+            ok = float(value).is_integer()
+        if ok:
+            ok = not math.isnan(value) and not math.isinf(value)
+            ok = ok and (value > low if strict else value >= low)
+        if not ok:
+            kind = "an integer" if integer else "a number"
+            rel = ">" if strict else ">="
+            raise FacebenchError(f"{self.name} {key} must be {kind} {rel} {low:g}, got {value!r}")
+        if integer:
+            setattr(self, key, int(value))
+            self.params[key] = int(value)
+
+    def _int_at_least(self, key: str, low: int) -> None:
+        self._number(key, low, strict=False, integer=True)
+
+    def _positive(self, key: str) -> None:
+        self._number(key, 0.0, strict=True)
+
+    def _non_negative(self, key: str) -> None:
+        self._number(key, 0.0, strict=False)
+
+    # -- helpers for subclasses ------------------------------------------------------
+    @staticmethod
+    def _inputs(probe, gallery_emb, dodge) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Detached copies with ``dodge`` as an (N,) bool tensor on the probe's device."""
+        x = probe.detach().clone()
+        g = gallery_emb.detach().to(device=x.device)
+        d = torch.as_tensor(dodge, device=x.device).bool().reshape(-1)
+        if d.numel() == 1:
+            d = d.expand(x.shape[0])
+        if d.shape[0] != x.shape[0] or g.shape[0] != x.shape[0]:
+            raise FacebenchError("probe, gallery_emb and dodge must have the same batch size")
+        return x, g, d
+
+    @staticmethod
+    def _cos_and_grad(model, x: torch.Tensor, gallery_emb: torch.Tensor):
+        """(cos per sample, d cos / d x) with one backward pass; the model's .grad untouched."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            cos = _cos(model(x), gallery_emb)
+            (grad,) = torch.autograd.grad(cos.sum(), x)
+        return cos.detach(), grad.detach()
+
+    def _gain_and_grad(self, model, x, gallery_emb, dodge):
+        """(gain per sample, d gain / d x); gain = ±cos, so the gradient just flips sign."""
+        cos, grad = self._cos_and_grad(model, x, gallery_emb)
+        sign = torch.where(dodge, -1.0, 1.0).to(grad.dtype)
+        return cos * sign, grad * sign.reshape(-1, *([1] * (grad.dim() - 1)))
+
+    def perturb(self, model, probe: torch.Tensor, gallery_emb: torch.Tensor,
+                dodge: torch.Tensor, thr: float) -> torch.Tensor:  # pragma: no cover
+        """Adversarial probes within the threat ball and [0, 1]; inputs are left untouched."""
+        raise NotImplementedError
+
+    def __call__(self, model, probe, gallery_emb, dodge, thr):
+        return self.perturb(model, probe, gallery_emb, dodge, thr)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{self.name}({self.threat.describe()}{', ' if args else ''}{args})"

@@ -1,0 +1,118 @@
+"""The attacker's budget: a norm ball around each clean probe, intersected with [0, 1].
+
+Attacks only talk to the ball through this class (radius, projection, steepest-ascent
+direction, random start), so a new norm is one edit here and every attack follows.
+``rel-l2`` measures ‖δ‖₂/‖x‖₂, the I(ζ) budget of the SIDE paper, so one number means the
+same visual strength at any image size.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .errors import FacebenchError
+
+NORMS = ("linf", "l2", "rel-l2")
+DEFAULT_EPS = {"rel-l2": 0.04, "linf": 8.0, "l2": 2.0}
+
+
+def _flat_norm(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1).norm(dim=1)
+
+
+def _per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape an (N,) tensor to broadcast against an N×... tensor."""
+    return v.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+class ThreatModel:
+    """A budget ``eps`` in ``norm`` units: linf in /255, l2 absolute, rel-l2 relative to ‖x‖₂."""
+
+    def __init__(self, norm: str, eps: float | None = None):
+        if norm not in NORMS:
+            raise FacebenchError(f"unknown threat norm {norm!r}; choose from: {', '.join(NORMS)}")
+        eps = DEFAULT_EPS[norm] if eps is None else eps
+        try:
+            eps = float(eps)
+        except (TypeError, ValueError):
+            raise FacebenchError(f"threat eps must be a number, got {eps!r}") from None
+        self._check_eps(norm, eps, "eps")
+        self.norm = norm
+        self.eps = eps
+
+    @staticmethod
+    def _check_eps(norm: str, eps: float, what: str) -> None:
+        if math.isnan(eps) or eps < 0 or math.isinf(eps):
+            raise FacebenchError(f"threat {what} must be a finite number >= 0, got {eps}")
+        if norm == "linf" and eps > 255:
+            raise FacebenchError(f"linf {what} is in /255 units and must be <= 255, got {eps}")
+        if norm == "rel-l2" and eps > 1:
+            raise FacebenchError(f"rel-l2 {what} is ‖δ‖₂/‖x‖₂ and must be <= 1, got {eps}")
+
+    def radius(self, x: torch.Tensor, eps: float | None = None) -> torch.Tensor:
+        """Per-sample radius (N,) in pixel units of the norm; ``eps`` overrides (step sizes)."""
+        eps = self.eps if eps is None else float(eps)
+        n = x.shape[0]
+        if self.norm == "linf":
+            return torch.full((n,), eps / 255.0, dtype=x.dtype, device=x.device)
+        if self.norm == "l2":
+            return torch.full((n,), eps, dtype=x.dtype, device=x.device)
+        return eps * _flat_norm(x.detach())
+
+    def norm_of(self, delta: torch.Tensor) -> torch.Tensor:
+        """Per-sample size of ``delta`` in the quantity :meth:`radius` bounds (max|δ| or ‖δ‖₂)."""
+        if self.norm == "linf":
+            return delta.reshape(delta.shape[0], -1).abs().amax(dim=1)
+        return _flat_norm(delta)
+
+    def project(self, x_adv: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Nearest point of the ball around ``x`` to ``x_adv``, then clipped to [0, 1].
+
+        Clipping afterwards only shrinks |δ| coordinate-wise (x itself is in [0, 1]), so the
+        result stays inside the ball.
+        """
+        r = self.radius(x)
+        delta = x_adv - x
+        if self.norm == "linf":
+            rb = _per_sample(r, delta)
+            delta = torch.maximum(torch.minimum(delta, rb), -rb)
+        else:
+            n = _flat_norm(delta)
+            scale = torch.where(n > r, r / n.clamp_min(1e-12), torch.ones_like(n))
+            delta = delta * _per_sample(scale, delta)
+        return (x + delta).clamp(0.0, 1.0)
+
+    def normalize_step(self, grad: torch.Tensor) -> torch.Tensor:
+        """Steepest-ascent unit direction: sign for linf, grad/‖grad‖₂ otherwise (0 stays 0)."""
+        if self.norm == "linf":
+            return grad.sign()
+        n = _flat_norm(grad).clamp_min(1e-12)
+        return grad / _per_sample(n, grad)
+
+    def random_start(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A point drawn uniformly from the ball around ``x``, then projected into [0, 1]."""
+        r = _per_sample(self.radius(x), x)
+        if self.norm == "linf":
+            u = torch.rand(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+            delta = (2.0 * u - 1.0) * r
+        else:
+            g = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
+            d = g[0].numel()
+            u = torch.rand((x.shape[0],), dtype=x.dtype, device=x.device, generator=generator)
+            length = _per_sample(u.pow(1.0 / d), x) * r
+            delta = self.normalize_step(g) * length
+        return self.project(x.detach() + delta, x.detach())
+
+    def describe(self) -> str:
+        """Short label for tables and logs, e.g. ``rel-l2 0.04`` or ``linf 8`` (in /255)."""
+        return f"{self.norm} {self.eps:g}"
+
+    def __repr__(self) -> str:
+        return f"ThreatModel({self.norm!r}, {self.eps:g})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ThreatModel) and (self.norm, self.eps) == (other.norm, other.eps)
+
+    def __hash__(self) -> int:
+        return hash((self.norm, self.eps))

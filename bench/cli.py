@@ -1,0 +1,169 @@
+"""The ``facebench`` command line: run, list, table.
+
+Every user-facing problem is a :class:`FacebenchError`, printed as one ``facebench: error:``
+line with exit code 2; rows already written stay in the CSV.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Dict, List, Optional
+
+from .errors import FacebenchError
+
+
+def _parse_value(text: str):
+    """Attack/defense parameter values: int, float, bool or string."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _params(pairs: List[str], flag: str) -> Dict[str, object]:
+    out = {}
+    for item in pairs or []:
+        if "=" not in item:
+            raise FacebenchError(f"{flag} expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip().replace("-", "_")] = _parse_value(value.strip())
+    return out
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="measure clean and attacked verification metrics",
+                       description="Evaluate recognizer∘defense on a pair protocol, clean and "
+                       "under attack; print a table and append tidy rows to a CSV.")
+    g = p.add_argument_group("what to evaluate")
+    g.add_argument("--recognizer", default="dlib-resnet", help="registered recognizer")
+    g.add_argument("--dataset", default="lfw", help="lfw | pairs (your own aligned crops)")
+    g.add_argument("--protocol", default="10-fold", help="lfw: 10-fold | dev-train | dev-test")
+    g.add_argument("--pairs", type=int, default=None, metavar="N",
+                   help="seeded, balanced subset of N pairs (default: all)")
+    g.add_argument("--pairs-file", help="--dataset pairs: CSV path_a,path_b,same")
+    g.add_argument("--image-root", help="--dataset pairs: folder the CSV paths are relative to")
+    g.add_argument("--data-home", help="folder holding lfw_home/ (default: $FACEBENCH_DATA, "
+                   "then the user cache dir)")
+    g.add_argument("--no-download", action="store_true", help="never download missing data")
+    g.add_argument("--defense", default="none", help="registered defense")
+    g.add_argument("--defense-param", action="append", metavar="KEY=VALUE",
+                   help="defense option (repeatable)")
+    a = p.add_argument_group("attack (defaults: the SIDE paper's rel-l2 0.04, goal pair)")
+    a.add_argument("--attack", default="pgd", help="registered attack, or none for clean only")
+    a.add_argument("--norm", default="rel-l2", help="threat model: linf | l2 | rel-l2")
+    a.add_argument("--eps", type=float, default=None,
+                   help="budget: linf in /255, l2 absolute, rel-l2 as ||d||/||x|| "
+                   "(default: 8, 2.0, 0.04)")
+    a.add_argument("--goal", default="pair", help="dodging | impersonation | pair")
+    a.add_argument("--steps", type=int, help="iterations (iterative attacks)")
+    a.add_argument("--step-size", type=float, help="step size in the norm's units (linf: /255)")
+    a.add_argument("--adaptive", action="store_true",
+                   help="craft through recognizer∘defense instead of the bare recognizer")
+    a.add_argument("--attack-param", action="append", metavar="KEY=VALUE",
+                   help="any other attack option, e.g. random_start=false (repeatable)")
+    o = p.add_argument_group("execution")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--batch-size", type=int, default=32)
+    o.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    o.add_argument("--out", default="results/runs.csv", help="runs CSV to append rows to")
+    o.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_run(args) -> int:
+    from .runner import RunConfig, run
+    from .report import summary_table
+
+    params = _params(args.attack_param, "--attack-param")
+    if args.steps is not None:
+        params["steps"] = args.steps
+    if args.step_size is not None:
+        params["step_size"] = args.step_size / 255.0 if args.norm == "linf" else args.step_size
+    cfg = RunConfig(
+        recognizer=args.recognizer, dataset=args.dataset, protocol=args.protocol,
+        pairs=args.pairs, defense=args.defense, attack=args.attack, norm=args.norm,
+        eps=args.eps, goal=args.goal, adaptive=args.adaptive, attack_params=params,
+        defense_params=_params(args.defense_param, "--defense-param"), seed=args.seed,
+        batch_size=args.batch_size, device=args.device, out=args.out,
+        data_home=args.data_home, pairs_file=args.pairs_file, image_root=args.image_root,
+        download=not args.no_download, progress=not args.quiet)
+    df = run(cfg)
+    print(summary_table(df))
+    if args.out:
+        print(f"\n{len(df)} rows appended to {args.out}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .registry import ATTACKS, DEFENSES, RECOGNIZERS
+
+    for title, reg in (("recognizers", RECOGNIZERS), ("defenses", DEFENSES),
+                       ("attacks", ATTACKS)):
+        print(f"{title}:")
+        entries = list(reg.items())
+        width = max((len(n) for n, _ in entries), default=0)
+        for name, obj in entries:
+            print(f"  {name:<{width}}  {obj.registry_description}")
+    return 0
+
+
+def cmd_table(args) -> int:
+    from .report import pivot_table
+
+    text = pivot_table(args.runs, metric=args.metric, out=args.out, filters=dict(
+        dataset=args.dataset, protocol=args.protocol, recognizer=args.recognizer,
+        threat_model=args.threat_model, budget=args.budget, goal=args.goal,
+        adaptive=args.adaptive))
+    print(text)
+    if args.out:
+        print(f"\nwritten to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="facebench", description="Adversarial robustness benchmark for face recognition.")
+    parser.add_argument("--version", action="version", version=f"facebench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_run(sub)
+    sub.add_parser("list", help="registered recognizers, defenses and attacks",
+                   description="Print every registered recognizer, defense and attack.")
+    t = sub.add_parser("table", help="pivot a runs CSV into a markdown table",
+                       description="Rows = defense, columns = attack (clean first), one metric, "
+                       "latest run per cell; laid out like the SIDE paper's Table 1.")
+    t.add_argument("--runs", default="results/runs.csv", help="runs CSV to read")
+    t.add_argument("--metric", default="eer", help="metric to tabulate (default eer)")
+    t.add_argument("--out", default="results/table_eer.md",
+                   help="markdown file to write ('' to only print)")
+    for col in ("dataset", "protocol", "recognizer", "threat-model", "goal"):
+        t.add_argument(f"--{col}", help=f"keep rows with this {col}")
+    t.add_argument("--adaptive", default="none",
+                   help="attacker knowledge to tabulate: none (grey-box, default), plain, ...")
+    t.add_argument("--budget", type=float, help="keep attacked rows with this budget")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = {"run": cmd_run, "list": cmd_list, "table": cmd_table}[args.command]
+    try:
+        return handler(args)
+    except FacebenchError as exc:
+        print(f"facebench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("facebench: interrupted; rows written so far are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""One benchmark run: clean and attacked verification metrics on a pair protocol.
+
+The run validates every name and budget before touching data, computes clean metrics on the
+defended system (the purifier sees probe and gallery alike), appends those rows at once, then
+attacks the probes and appends the attacked rows: an attack that fails never loses the clean
+numbers.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from . import metrics as M
+from .attack import attacked_mask
+from .embed import embed_images, to_float
+from .errors import FacebenchError
+from .registry import ATTACKS, DEFENSES, RECOGNIZERS
+from .results import append_rows, git_sha
+from .threat import DEFAULT_EPS, ThreatModel
+
+GOALS = ("dodging", "impersonation", "pair")
+
+
+@dataclass
+class RunConfig:
+    recognizer: str = "dlib-resnet"
+    dataset: str = "lfw"
+    protocol: str = "10-fold"
+    pairs: Optional[int] = None
+    defense: str = "none"
+    attack: str = "pgd"
+    norm: str = "rel-l2"
+    eps: Optional[float] = None
+    goal: str = "pair"
+    adaptive: bool = False
+    attack_params: Dict[str, Any] = field(default_factory=dict)
+    defense_params: Dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    batch_size: int = 32
+    device: str = "cpu"
+    out: Optional[str] = "results/runs.csv"
+    data_home: Optional[str] = None
+    pairs_file: Optional[str] = None
+    image_root: Optional[str] = None
+    download: bool = True
+    progress: bool = True
+
+
+def build_attack(name: str, threat: ThreatModel, params: Dict[str, Any]):
+    """Instantiate a registered attack, rejecting parameters it does not take."""
+    cls = ATTACKS.get(name)
+    accepted = inspect.signature(cls.__init__).parameters
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
+    unknown = [k for k in params if k not in accepted and not takes_kwargs]
+    if unknown:
+        allowed = [k for k in accepted if k not in ("self", "threat")]
+        raise FacebenchError(
+            f"attack {name!r} has no parameter {unknown[0]!r}; it takes: {', '.join(allowed)}")
+    return cls(threat, **params)
+
+
+def build_defense(name: str, params: Dict[str, Any]):
+    cls = DEFENSES.get(name)
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise FacebenchError(f"defense {name!r}: {exc}") from None
+
+
+def load_recognizer(name: str = "dlib-resnet", device: str = "cpu") -> torch.nn.Module:
+    """A registered recognizer in eval mode: images in [0,1] NCHW RGB -> embeddings."""
+    model = RECOGNIZERS.get(name)()
+    return model.to(device).eval()
+
+
+def _device(name: str) -> torch.device:
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise FacebenchError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise FacebenchError(f"device {name!r} requested but CUDA is not available here")
+    return dev
+
+
+def verification_metrics(scores: np.ndarray, same: np.ndarray, thr: float) -> Dict[str, float]:
+    eer, _ = M.eer(scores, same)
+    return {
+        "eer": eer,
+        "tar_at_far_1e-3": M.tar_at_far(scores, same, 1e-3),
+        "tar_at_far_1e-2": M.tar_at_far(scores, same, 1e-2),
+        "roc_auc": M.roc_auc(scores, same),
+        "acc_at_clean_thr": M.accuracy_at(scores, same, thr),
+    }
+
+
+class _Rows:
+    """Builds tidy rows that share the run's identifying columns."""
+
+    def __init__(self, cfg: RunConfig, n_pairs: int, protocol: str):
+        self.base = dict(
+            run_id=uuid.uuid4().hex[:12],
+            started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            facebench_version=__version__, git_sha=git_sha(), dataset=cfg.dataset,
+            protocol=protocol, n_pairs=n_pairs, recognizer=cfg.recognizer,
+            defense=cfg.defense, seed=cfg.seed)
+
+    def make(self, metrics: Dict[str, float], wall_s: float, attack="none", threat_model="none",
+             budget=0.0, goal="none", adaptive="none") -> List[dict]:
+        return [dict(self.base, attack=attack, threat_model=threat_model, budget=budget,
+                     goal=goal, adaptive=adaptive, metric=k, value=float(v),
+                     wall_s=round(wall_s, 3)) for k, v in metrics.items()]
+
+
+def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
+    """Run one benchmark configuration; append its rows to ``cfg.out`` and return them."""
+    from .data import load_pairs, pair_images
+    from .data.align import aligner_for
+
+    cfg = RunConfig(**{**(asdict(cfg) if cfg else {}), **overrides})
+    # --- validate everything cheap before touching data ----------------------------------
+    if cfg.goal not in GOALS:
+        raise FacebenchError(f"unknown goal {cfg.goal!r}; choose from: {', '.join(GOALS)}")
+    if cfg.batch_size < 1:
+        raise FacebenchError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    device = _device(cfg.device)
+    RECOGNIZERS.get(cfg.recognizer)
+    defense = build_defense(cfg.defense, cfg.defense_params)
+    if cfg.adaptive and not defense.differentiable:
+        raise FacebenchError(
+            f"defense {cfg.defense!r} is not differentiable; adaptive attacks on it need BPDA")
+    attack = None
+    if cfg.attack != "none":
+        eps = DEFAULT_EPS.get(cfg.norm) if cfg.eps is None else cfg.eps
+        threat = ThreatModel(cfg.norm, eps)
+        attack = build_attack(cfg.attack, threat, cfg.attack_params)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    # --- data and models -------------------------------------------------------------------
+    pairs = load_pairs(cfg.dataset, cfg.protocol, cfg.data_home, pairs_file=cfg.pairs_file,
+                       image_root=cfg.image_root, download=cfg.download)
+    if cfg.pairs is not None:
+        pairs = pairs.subset(cfg.pairs, cfg.seed)
+    recognizer = load_recognizer(cfg.recognizer, device)
+    defended = defense.wrap(recognizer).to(device).eval()
+    aligner = aligner_for(cfg.dataset, recognizer)
+    images, idx_a, idx_b = pair_images(pairs, aligner, progress=cfg.progress)
+    protocol = cfg.protocol if cfg.dataset != "pairs" else Path(cfg.pairs_file).name
+    rows = _Rows(cfg, len(pairs.same), protocol)
+    same = np.asarray(pairs.same, dtype=bool)
+
+    # --- clean -----------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    emb = embed_images(defended, images, cfg.batch_size, device, "clean", cfg.progress)
+    clean_scores = M.cosine_similarity(emb[idx_a], emb[idx_b]).numpy()
+    thr = M.best_threshold(clean_scores, same)
+    clean = verification_metrics(clean_scores, same, thr)
+    if len(np.unique(pairs.fold)) >= 2:
+        clean["accuracy_10fold"], clean["accuracy_10fold_std"] = M.lfw_10fold_accuracy(
+            clean_scores, same, pairs.fold)
+    clean_rows = rows.make(clean, time.perf_counter() - t0)
+    if cfg.out:
+        append_rows(cfg.out, clean_rows)
+    if attack is None:
+        return _report(pd.DataFrame(clean_rows), cfg)
+
+    # --- attack the probes -----------------------------------------------------------------
+    t0 = time.perf_counter()
+    attacked, dodge = attacked_mask(cfg.goal, torch.from_numpy(same))
+    attacked, dodge = attacked.numpy(), dodge.numpy()
+    target = defended if cfg.adaptive else recognizer
+    pick = np.flatnonzero(attacked)
+    adv_scores = clean_scores.copy()
+    linf, rel = [], []
+    bar = tqdm(total=len(pick), desc=f"{cfg.attack}", unit="pair", disable=not cfg.progress)
+    for start in range(0, len(pick), cfg.batch_size):
+        sel = pick[start:start + cfg.batch_size]
+        probe = to_float(images[idx_a[sel]], device)
+        gallery = emb[idx_b[sel]].to(device)
+        with torch.enable_grad():
+            adv = attack.perturb(target, probe, gallery, torch.from_numpy(dodge[sel]).to(device),
+                                 thr)
+        with torch.no_grad():
+            adv_emb = defended(adv).float()
+        if not torch.isfinite(adv).all() or not torch.isfinite(adv_emb).all():
+            raise FacebenchError(f"attack {cfg.attack!r} produced NaN/inf images or embeddings")
+        adv_scores[sel] = M.cosine_similarity(adv_emb.cpu(), gallery.cpu()).numpy()
+        l_inf, l_rel = M.perturbation_sizes(probe.cpu(), adv.detach().cpu())
+        linf.append(np.asarray(l_inf))
+        rel.append(np.asarray(l_rel))
+        bar.update(len(sel))
+    bar.close()
+    adv = verification_metrics(adv_scores, same, thr)
+    adv["asr"] = M.attack_success_rate(clean_scores, adv_scores, same, thr, attacked)
+    adv["mean_linf"] = float(np.concatenate(linf).mean()) if linf else math.nan
+    adv["mean_rel_l2"] = float(np.concatenate(rel).mean()) if rel else math.nan
+    adaptive = "plain" if cfg.adaptive else "none"
+    attack_rows = rows.make(adv, time.perf_counter() - t0, attack=cfg.attack,
+                            threat_model=threat.norm, budget=threat.eps, goal=cfg.goal,
+                            adaptive=adaptive)
+    if cfg.out:
+        append_rows(cfg.out, attack_rows)
+    return _report(pd.DataFrame(clean_rows + attack_rows), cfg)
+
+
+def _report(df: pd.DataFrame, cfg: RunConfig) -> pd.DataFrame:
+    df.attrs["config"] = asdict(cfg)
+    return df

@@ -80,9 +80,13 @@ def build_defense(name: str, params: Dict[str, Any]):
 
 
 def load_recognizer(name: str = "dlib-resnet", device: str = "cpu") -> torch.nn.Module:
-    """A registered recognizer in eval mode: images in [0,1] NCHW RGB -> embeddings."""
+    """A registered recognizer in eval mode: images in [0,1] NCHW RGB -> embeddings.
+
+    Its weights are frozen: attacks need gradients w.r.t. the input only, and skipping the
+    weight gradients makes each step about 1.5x faster. Call ``requires_grad_(True)`` to tune.
+    """
     model = RECOGNIZERS.get(name)()
-    return model.to(device).eval()
+    return model.to(device).eval().requires_grad_(False)
 
 
 def _device(name: str) -> torch.device:

@@ -65,6 +65,8 @@ def _add_run(sub) -> None:
     a.add_argument("--step-size", type=float, help="step size in the norm's units (linf: /255)")
     a.add_argument("--adaptive", action="store_true",
                    help="craft through recognizer∘defense instead of the bare recognizer")
+    a.add_argument("--eot-samples", type=int, default=None, metavar="N",
+                   help="--adaptive on a randomized defense: EOT draws per gradient (default 8)")
     a.add_argument("--attack-param", action="append", metavar="KEY=VALUE",
                    help="any other attack option, e.g. random_start=false (repeatable)")
     o = p.add_argument_group("execution")
@@ -87,7 +89,7 @@ def cmd_run(args) -> int:
     cfg = RunConfig(
         recognizer=args.recognizer, dataset=args.dataset, protocol=args.protocol,
         pairs=args.pairs, defense=args.defense, attack=args.attack, norm=args.norm,
-        eps=args.eps, goal=args.goal, adaptive=args.adaptive, attack_params=params,
+        eps=args.eps, goal=args.goal, adaptive=args.adaptive, eot_samples=args.eot_samples, attack_params=params,
         defense_params=_params(args.defense_param, "--defense-param"), seed=args.seed,
         batch_size=args.batch_size, device=args.device, out=args.out,
         data_home=args.data_home, pairs_file=args.pairs_file, image_root=args.image_root,
@@ -108,7 +110,10 @@ def cmd_list(args) -> int:
         entries = list(reg.items())
         width = max((len(n) for n, _ in entries), default=0)
         for name, obj in entries:
-            print(f"  {name:<{width}}  {obj.registry_description}")
+            params = getattr(obj, "defaults", None)
+            extra = (" [" + ", ".join(f"{k}={v}" for k, v in params.items()) + "]"
+                     if params else "")
+            print(f"  {name:<{width}}  {obj.registry_description}{extra}")
     return 0
 
 

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from . import metrics as M
+from .adaptive import adaptive_target
 from .attack import attacked_mask
 from .embed import embed_images, to_float
 from .errors import FacebenchError
@@ -45,6 +46,7 @@ class RunConfig:
     eps: Optional[float] = None
     goal: str = "pair"
     adaptive: bool = False
+    eot_samples: Optional[int] = None
     attack_params: Dict[str, Any] = field(default_factory=dict)
     defense_params: Dict[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -71,8 +73,15 @@ def build_attack(name: str, threat: ThreatModel, params: Dict[str, Any]):
     return cls(threat, **params)
 
 
-def build_defense(name: str, params: Dict[str, Any]):
+def build_defense(name: str, params: Dict[str, Any], data_home=None, protocol=None):
+    """Instantiate a registered defense; data-backed ones (quilting) get the run's data."""
     cls = DEFENSES.get(name)
+    accepted = inspect.signature(cls.__init__).parameters
+    params = dict(params)
+    if "data_home" in accepted:
+        params.setdefault("data_home", data_home)
+    if "protocol" in accepted and protocol is not None:
+        params.setdefault("protocol", protocol)
     try:
         return cls(**params)
     except TypeError as exc:
@@ -141,10 +150,8 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
         raise FacebenchError(f"--batch-size must be >= 1, got {cfg.batch_size}")
     device = _device(cfg.device)
     RECOGNIZERS.get(cfg.recognizer)
-    defense = build_defense(cfg.defense, cfg.defense_params)
-    if cfg.adaptive and not defense.differentiable:
-        raise FacebenchError(
-            f"defense {cfg.defense!r} is not differentiable; adaptive attacks on it need BPDA")
+    defense = build_defense(cfg.defense, cfg.defense_params, cfg.data_home,
+                            cfg.protocol if cfg.dataset == "lfw" else None)
     attack = None
     if cfg.attack != "none":
         eps = DEFAULT_EPS.get(cfg.norm) if cfg.eps is None else cfg.eps
@@ -185,7 +192,10 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
     t0 = time.perf_counter()
     attacked, dodge = attacked_mask(cfg.goal, torch.from_numpy(same))
     attacked, dodge = attacked.numpy(), dodge.numpy()
-    target = defended if cfg.adaptive else recognizer
+    if cfg.adaptive:  # through the defense: plain gradients, BPDA and/or EOT as it needs
+        target, adaptive = adaptive_target(defense, recognizer, cfg.eot_samples)
+    else:  # grey-box: crafted on the bare recognizer, then the defense is applied
+        target, adaptive = recognizer, "none"
     pick = np.flatnonzero(attacked)
     adv_scores = clean_scores.copy()
     linf, rel = [], []
@@ -211,7 +221,6 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
     adv["asr"] = M.attack_success_rate(clean_scores, adv_scores, same, thr, attacked)
     adv["mean_linf"] = float(np.concatenate(linf).mean()) if linf else math.nan
     adv["mean_rel_l2"] = float(np.concatenate(rel).mean()) if rel else math.nan
-    adaptive = "plain" if cfg.adaptive else "none"
     attack_rows = rows.make(adv, time.perf_counter() - t0, attack=cfg.attack,
                             threat_model=threat.norm, budget=threat.eps, goal=cfg.goal,
                             adaptive=adaptive)

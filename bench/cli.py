@@ -1,4 +1,4 @@
-"""The ``facebench`` command line: run, list, table.
+"""The ``facebench`` command line: run, list, table, train.
 
 Every user-facing problem is a :class:`FacebenchError`, printed as one ``facebench: error:``
 line with exit code 2; rows already written stay in the CSV.
@@ -130,6 +130,41 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .training import train
+
+    out = train(args.defense, preset=args.preset, data_home=args.data_home,
+                protocol=args.protocol, out_dir=args.out_dir, seed=args.seed,
+                progress=not args.quiet, max_steps=args.max_steps, recognizer=args.recognizer,
+                device=args.device, resume=not args.restart, download=not args.no_download,
+                **_params(args.option, "--option"))
+    print(f"trained {args.defense} ({args.preset}); model, checkpoint and manifest in {out}")
+    return 0
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a learned defense (side, pin)",
+                       description="Train a learned purifier on the LFW images of people who "
+                       "appear in no pair of the evaluation protocol; checkpoints periodically "
+                       "and resumes after an interruption.")
+    p.add_argument("defense", help="side | pin")
+    p.add_argument("--preset", default="quick",
+                   help="quick (CPU, minutes) | full (the paper's schedule, for a GPU)")
+    p.add_argument("--protocol", default="dev-test",
+                   help="evaluation protocol whose people are held out of training")
+    p.add_argument("--recognizer", default="dlib-resnet", help="recognizer F used in training")
+    p.add_argument("--data-home", help="folder holding lfw_home/")
+    p.add_argument("--no-download", action="store_true")
+    p.add_argument("--out-dir", help="output folder (default: the user data dir)")
+    p.add_argument("--max-steps", type=int, help="stop after this many total steps")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="override a preset setting, e.g. use_memory=false, k=20 (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -139,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_run(sub)
+    _add_train(sub)
     sub.add_parser("list", help="registered recognizers, defenses and attacks",
                    description="Print every registered recognizer, defense and attack.")
     t = sub.add_parser("table", help="pivot a runs CSV into a markdown table",
@@ -159,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handler = {"run": cmd_run, "list": cmd_list, "table": cmd_table}[args.command]
+    handler = {"run": cmd_run, "list": cmd_list, "table": cmd_table,
+               "train": cmd_train}[args.command]
     try:
         return handler(args)
     except FacebenchError as exc:

@@ -81,6 +81,6 @@ def test_bad_names_and_budgets(tmp_path, runs_csv, flag, value, needle):
 
 
 def test_help_on_every_command():
-    for cmd in ([], ["run"], ["list"], ["table"]):
+    for cmd in ([], ["run"], ["list"], ["table"], ["train"]):
         proc = facebench(*cmd, "--help")
         assert proc.returncode == 0 and "usage: facebench" in proc.stdout

@@ -1,0 +1,158 @@
+"""Shared purifier of SIDE and PIN: select eigenfaces for the input, project onto them.
+
+Pipeline of ``forward``: RGB [0,1] at the recognizer's size -> gray 112x112 in [-1,1]
+(:func:`facebench.eigenfaces.rgb_to_face`) -> learned selector -> one antibody (mask) ->
+``E diag(m) E^T (x - mu) + mu`` -> back to [0,1], resized to the input size and replicated
+to three channels. The recognizer therefore sees a *gray* face, as in both papers, so the
+no-defense baseline it should be compared with is the gray-replicated one as well.
+
+Inference modes: ``sample`` (default; one Bernoulli mask, the authors' demo) draws from a
+CPU generator seeded with ``seed`` at construction, so a run is reproducible for a fixed
+image order and batch size; ``reset_rng()`` restarts the stream. ``threshold`` uses p > 0.5
+(deterministic); ``mean`` uses p > mean(p) (PIN's unused alternative). The mask is a hard
+0/1 choice, so the defense is not differentiable; gradients that reach the input flow only
+through the projection (mask held constant), which is what BPDA-style attacks use.
+The output is not clamped to [0,1] (neither codebase clamps the reconstruction); pass
+``clamp=True`` to clamp it. The inner model always runs in eval mode (BN running
+statistics, memory read-only), whatever mode the wrapper is put in.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+import torch
+from torch import nn
+
+from .antibody import sample_antibodies, threshold_antibody
+from .defense import Defense
+from .eigenfaces import EigenBasis, face_to_rgb, load_basis_file, rgb_to_face
+from .errors import FacebenchError
+
+MODEL_FILE = "model.pt"
+EIGEN_FILE = "eigen.pt"
+MODEL_FORMAT = "facebench-purifier/1"
+INFERENCE = ("sample", "threshold", "mean")
+PRESET_ORDER = ("full", "quick")  # which default training run a defense prefers
+
+
+def default_model_root() -> Path:
+    """Where ``train(..., out_dir=None)`` writes: ``user_data_dir("facebench")/models``."""
+    env = os.environ.get("FACEBENCH_MODELS")
+    return Path(env).expanduser() if env else \
+        Path(platformdirs.user_data_dir("facebench")) / "models"
+
+
+def default_out_dir(defense: str, preset: str) -> Path:
+    return default_model_root() / defense / preset
+
+
+def find_checkpoint(defense: str, checkpoint=None) -> Path:
+    """The model file of a trained ``defense``.
+
+    ``checkpoint`` may be a model file, a training output folder, or a preset name
+    (``quick``/``full``: that default folder). ``None`` takes the first finished default
+    run in the order full, quick.
+    """
+    if checkpoint is None:
+        candidates = [default_out_dir(defense, p) for p in PRESET_ORDER]
+    else:
+        path = Path(str(checkpoint)).expanduser()
+        if not path.exists() and str(checkpoint) in PRESET_ORDER:
+            path = default_out_dir(defense, str(checkpoint))
+        candidates = [path]
+    for path in candidates:
+        if path.is_dir():
+            path = path / MODEL_FILE
+        if path.is_file():
+            return path
+    where = ", ".join(str(c) for c in candidates)
+    raise FacebenchError(
+        f"no trained {defense} model found (looked in {where}); train one with "
+        f"`facebench train {defense}` or pass --defense-param checkpoint=PATH")
+
+
+def load_model_file(path, defense: str) -> dict:
+    """Read a model file written by the trainer, checking format and defense name."""
+    path = Path(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FacebenchError(f"model file not found: {path}") from None
+    except Exception as err:  # unpickling errors come in many types
+        raise FacebenchError(f"cannot read model file {path}: {err}") from None
+    if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
+        raise FacebenchError(f"{path} is not a facebench purifier model file")
+    if data.get("defense") != defense:
+        raise FacebenchError(f"{path} holds a {data.get('defense')!r} model, not {defense!r}")
+    return data
+
+
+class EigenPurifier(Defense):
+    """Base of the eigen-subspace purifiers; subclasses build ``model`` from a checkpoint."""
+
+    differentiable = False
+    defense_name = "eigen"
+
+    def __init__(self, model: nn.Module, basis: EigenBasis, inference: str = "sample",
+                 seed: int = 0, clamp: bool = False, meta: dict | None = None):
+        super().__init__()
+        if inference not in INFERENCE:
+            raise FacebenchError(f"{self.defense_name} inference must be one of "
+                                 f"{', '.join(INFERENCE)}, got {inference!r}")
+        k = model.config["n_components"]
+        if basis.k < k:
+            raise FacebenchError(f"{self.defense_name} model selects among {k} eigenfaces but "
+                                 f"the basis has only {basis.k}")
+        self.model = model.eval()
+        for q in self.model.parameters():
+            q.requires_grad_(False)
+        self.basis = basis if basis.k == k else basis.truncate(k)
+        self.face_size = int(model.config.get("image_size", self.basis.size))
+        if self.face_size != self.basis.size:
+            raise FacebenchError(f"{self.defense_name} model works on {self.face_size}px faces "
+                                 f"but the eigenbasis on {self.basis.size}px ones")
+        self.inference = inference
+        self.randomized = inference == "sample"
+        self.seed = int(seed)
+        self.clamp = bool(clamp)
+        self.meta = dict(meta or {})
+        self.reset_rng()
+
+    @staticmethod
+    def read_checkpoint(defense: str, checkpoint) -> tuple[dict, EigenBasis, Path]:
+        path = find_checkpoint(defense, checkpoint)
+        data = load_model_file(path, defense)
+        basis = load_basis_file(path.parent / EIGEN_FILE)
+        return data, basis, path
+
+    def reset_rng(self) -> None:
+        """Restart the mask stream (the same images in the same order get the same masks)."""
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.model.eval()  # a frozen plug-in: never update BN statistics or the memory
+        return self
+
+    def masks(self, p: torch.Tensor) -> torch.Tensor:
+        if self.inference == "sample":
+            return sample_antibodies(p, 1, self.generator)[:, 0]
+        return threshold_antibody(p, "half" if self.inference == "threshold" else "mean")
+
+    def purify_gray(self, y: torch.Tensor) -> torch.Tensor:
+        """Gray [-1,1] faces -> their projections onto the selected eigenfaces."""
+        with torch.no_grad():
+            p = self.model(y)
+            mask = self.masks(p)
+        return self.basis.project(y, mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = tuple(x.shape[-2:])
+        y = rgb_to_face(x, self.face_size)
+        out = face_to_rgb(self.purify_gray(y), size).contiguous()
+        return out.clamp(0.0, 1.0) if self.clamp else out
+
+    def extra_repr(self) -> str:
+        return f"inference={self.inference!r}, seed={self.seed}, K={self.basis.k}"

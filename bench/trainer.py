@@ -1,0 +1,305 @@
+"""The training loop shared by the learned purifiers: data, phases, checkpoints, manifest.
+
+A defense supplies a :class:`Trainer` (its phases, one optimisation step, its state); this
+module runs it reproducibly and resumably:
+
+* Data: LFW images of people in no pair of the evaluation protocol, cropped with the
+  recognizer's own aligner (the purifier sees those crops at test time). A ``max_images``
+  cap takes an evenly spaced, seed-free subset of the sorted list, so the eigenbasis cache
+  is shared across seeds.
+* Order: batch ``s`` comes from the permutation of epoch ``s // (N // B)`` drawn from a
+  generator seeded with (seed, epoch); the last incomplete batch is dropped (as in the
+  code). Sampling noise (clones, Gaussian noise, masks) comes from one CPU generator whose
+  state is checkpointed, so an interrupted run resumes to the same weights.
+* Files in ``out_dir``: ``checkpoint.pt`` (resume state; written atomically every
+  ``checkpoint_every`` steps, at phase ends, at the end and on Ctrl-C), ``model.pt`` (the
+  inference weights, written whenever training stops; ``meta.complete`` says whether the
+  schedule finished), ``eigen.pt`` (the basis), ``manifest.json``, ``log.jsonl``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import __version__
+from .eigen_purifier import EIGEN_FILE, MODEL_FILE, MODEL_FORMAT
+from .eigenfaces import EigenBasis, face_to_rgb, rgb_to_face, save_atomic
+from .embed import to_float
+from .errors import FacebenchError
+from .results import git_sha
+
+CHECKPOINT_FILE = "checkpoint.pt"
+STATE_FORMAT = "facebench-train-state/1"
+RECENT = 100  # final metrics = mean over the last RECENT steps
+
+
+def evenly_spaced(items: List[str], m: int | None) -> List[str]:
+    if m is None or len(items) <= m:
+        return list(items)
+    return [items[(i * len(items)) // m] for i in range(m)]
+
+
+def load_training_images(data_home, protocol: str, recognizer: nn.Module, max_images,
+                         progress: bool = True, download: bool = True, cache_dir=None):
+    """Aligned uint8 crops of the training split and a description of them."""
+    from .data import default_cache_dir, ensure_lfw, load_aligned, resolve_data_home
+    from .data.align import aligner_for
+    from .data.lfw import training_split
+
+    home = ensure_lfw(resolve_data_home(data_home), protocol, download=download)
+    paths = evenly_spaced(training_split(home, protocol), max_images)
+    if len(paths) < 2:
+        raise FacebenchError(f"the LFW training split of {protocol!r} has {len(paths)} images")
+    aligner = aligner_for("lfw", recognizer)
+    images = load_aligned(paths, aligner, cache_dir or default_cache_dir(),
+                          cache_key=f"lfw_{protocol}_train", progress=progress, root=home)
+    key_lines = [f"lfw:{protocol}", aligner.key] + paths
+    info = {"dataset": "lfw", "protocol": protocol, "lfw_home": str(home),
+            "split": f"images of people in no pair of {protocol}", "n_images": len(paths),
+            "max_images": max_images, "aligner": aligner.key,
+            "image_list_sha256": hashlib.sha256("\n".join(key_lines).encode()).hexdigest()}
+    return images, key_lines, info
+
+
+def batch_indices(step: int, n: int, batch: int, seed: int) -> torch.Tensor:
+    per_epoch = n // batch
+    if per_epoch < 1:
+        raise FacebenchError(f"batch size {batch} exceeds the {n} training images")
+    epoch, j = divmod(step, per_epoch)
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)[j * batch:(j + 1) * batch]
+
+
+def embed(recognizer: nn.Module, faces: torch.Tensor) -> torch.Tensor:
+    """L2-normalised embeddings of gray [-1,1] faces, fed as gray RGB at F's input size."""
+    size = tuple(getattr(recognizer, "input_size", faces.shape[-2:]))
+    return nn.functional.normalize(recognizer(face_to_rgb(faces, size).contiguous()), dim=1)
+
+
+@dataclass
+class TrainContext:
+    defense: str
+    preset: str
+    cfg: Dict[str, Any]
+    out_dir: Path
+    seed: int
+    device: torch.device
+    recognizer: nn.Module
+    recognizer_name: str
+    images: np.ndarray
+    data_info: Dict[str, Any]
+    basis: EigenBasis
+    eigen_info: Dict[str, Any]
+    progress: bool = True
+    generator: torch.Generator = field(default_factory=torch.Generator)
+
+    def batch(self, step: int) -> torch.Tensor:
+        """Clean gray faces of step ``step``: B x 1 x s x s in [-1,1] on the device."""
+        idx = batch_indices(step, len(self.images), self.cfg["batch_size"], self.seed)
+        rgb = to_float(self.images[idx.numpy()], self.device)
+        return rgb_to_face(rgb, self.cfg["face_size"])
+
+    def identity(self) -> Dict[str, Any]:
+        """What must match for a checkpoint to be resumed."""
+        return json.loads(json.dumps({
+            "defense": self.defense, "preset": self.preset, "cfg": self.cfg,
+            "seed": self.seed, "recognizer": self.recognizer_name,
+            "image_list_sha256": self.data_info["image_list_sha256"]}))
+
+
+class Trainer:
+    """One defense's training: phases, a step, and the state to checkpoint."""
+
+    def __init__(self, ctx: TrainContext):
+        self.ctx = ctx
+        self.phase: str | None = None
+
+    def phases(self) -> List[Tuple[str, int]]:
+        raise NotImplementedError
+
+    def begin_phase(self, name: str) -> None:
+        self.phase = name
+
+    def step(self, phase: str, x: torch.Tensor, phase_step: int) -> Dict[str, float]:
+        raise NotImplementedError
+
+    def state_dict(self) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def export(self) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
+        """(model config, state dict) of the inference model."""
+        raise NotImplementedError
+
+
+def _locate(phases, step):
+    start = 0
+    for name, n in phases:
+        if step < start + n:
+            return name, step - start, start + n
+        start += n
+    raise IndexError(step)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _means(rows) -> Dict[str, float]:
+    keys = sorted({k for r in rows for k in r})
+    return {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
+
+
+class _Run:
+    """Bookkeeping of one training call: resume, checkpoint, manifest, log."""
+
+    def __init__(self, trainer: Trainer, ctx: TrainContext):
+        self.trainer, self.ctx = trainer, ctx
+        self.out = ctx.out_dir
+        self.step, self.wall, self.recent = 0, 0.0, deque(maxlen=RECENT)
+        self.started = _now()
+
+    def resume(self) -> bool:
+        path = self.out / CHECKPOINT_FILE
+        if not path.is_file():
+            return False
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # unpickling errors come in many types
+            raise FacebenchError(f"cannot resume from {path}: {err}; delete it or pass "
+                                 f"resume=False") from None
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise FacebenchError(f"{path} is not a facebench training checkpoint")
+        mine, theirs = self.ctx.identity(), state["identity"]
+        if mine != theirs:
+            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            raise FacebenchError(
+                f"{self.out} holds a training run with other settings ({', '.join(diff)} "
+                f"differ); use another output folder or resume=False to start over")
+        self.trainer.load_state_dict(state["trainer"])
+        self.ctx.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step, self.wall = int(state["step"]), float(state["wall_s"])
+        self.recent.extend(state["recent"])
+        self.started = state.get("started_at", self.started)
+        return True
+
+    def save_checkpoint(self) -> None:
+        save_atomic({"format": STATE_FORMAT, "identity": self.ctx.identity(),
+                     "step": self.step, "wall_s": self.wall, "started_at": self.started,
+                     "trainer": self.trainer.state_dict(),
+                     "generator": self.ctx.generator.get_state(),
+                     "torch_rng": torch.get_rng_state(), "recent": list(self.recent)},
+                    self.out / CHECKPOINT_FILE)
+
+    def export(self, total: int) -> None:
+        config, state = self.trainer.export()
+        meta = {"preset": self.ctx.preset, "steps": self.step, "total_steps": total,
+                "complete": self.step >= total, "seed": self.ctx.seed,
+                "trained_with": self.ctx.recognizer_name, "protocol":
+                self.ctx.data_info["protocol"], "git_sha": git_sha()}
+        save_atomic({"format": MODEL_FORMAT, "defense": self.ctx.defense, "config": config,
+                     "state_dict": {k: v.detach().cpu() for k, v in state.items()},
+                     "meta": meta}, self.out / MODEL_FILE)
+
+    def manifest(self, status: str, total: int) -> None:
+        ctx = self.ctx
+        data = {
+            "defense": ctx.defense, "preset": ctx.preset, "status": status,
+            "steps_done": self.step, "total_steps": total,
+            "phases": [{"name": n, "steps": s} for n, s in self.trainer.phases()],
+            "seed": ctx.seed, "git_sha": git_sha(), "facebench_version": __version__,
+            "recognizer": ctx.recognizer_name, "device": str(ctx.device),
+            "config": ctx.cfg, "data": ctx.data_info, "eigen": ctx.eigen_info,
+            "files": {"model": MODEL_FILE, "eigen": EIGEN_FILE,
+                      "checkpoint": CHECKPOINT_FILE, "log": "log.jsonl"},
+            "started_at": self.started, "updated_at": _now(), "wall_s": round(self.wall, 1),
+            "final_metrics": _means(self.recent) if self.recent else {},
+            "final_metrics_window": len(self.recent),
+        }
+        tmp = self.out / "manifest.json.tmp"
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.replace(self.out / "manifest.json")
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop log rows past the checkpoint being resumed (they will be logged again)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except (ValueError, AttributeError):
+            pass  # a row cut short by the interruption
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def run_training(trainer: Trainer, ctx: TrainContext, max_steps: int | None = None,
+                 resume: bool = True) -> Path:
+    """Run (or resume) ``trainer`` until its schedule or ``max_steps`` total steps."""
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    run = _Run(trainer, ctx)
+    resumed = run.resume() if resume else False
+    if resumed:
+        _trim_log(ctx.out_dir / "log.jsonl", run.step)
+    phases = trainer.phases()
+    total = sum(n for _, n in phases)
+    stop = total if max_steps is None else min(total, int(max_steps))
+    every, log_every = ctx.cfg["checkpoint_every"], ctx.cfg["log_every"]
+    run.manifest("running", total)
+    window: List[Dict[str, float]] = []
+    in_step = False  # a Ctrl-C inside a step leaves weights and counters out of step
+    bar = tqdm(total=stop, initial=min(run.step, stop), desc=f"train {ctx.defense}",
+               unit="step", disable=not ctx.progress)
+    try:
+        with open(ctx.out_dir / "log.jsonl", "a" if resumed else "w") as log:
+            while run.step < stop:
+                phase, phase_step, phase_end = _locate(phases, run.step)
+                if trainer.phase != phase:
+                    trainer.begin_phase(phase)
+                t0 = time.perf_counter()
+                in_step = True
+                metrics = trainer.step(phase, ctx.batch(run.step), phase_step)
+                run.step += 1
+                in_step = False
+                run.wall += time.perf_counter() - t0
+                run.recent.append(metrics)
+                window.append(metrics)
+                bar.update(1)
+                if run.step % log_every == 0 or run.step in (stop, phase_end):
+                    row = {"step": run.step, "phase": phase, **_means(window)}
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()
+                                     if k in ("loss", "affinity", "cos", "sparsity")})
+                    window = []
+                if run.step % every == 0 or run.step in (stop, phase_end):
+                    run.save_checkpoint()
+                    run.manifest("running", total)
+    except KeyboardInterrupt:
+        if not in_step:  # else the last periodic checkpoint is the consistent one
+            run.save_checkpoint()
+        run.manifest("interrupted", total)
+        raise
+    finally:
+        bar.close()
+    if run.step >= stop:
+        run.save_checkpoint()
+    run.export(total)
+    run.manifest("complete" if run.step >= total else "partial", total)
+    return ctx.out_dir

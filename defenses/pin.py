@@ -1,0 +1,33 @@
+"""PIN (Ren et al., IEEE TIFS 2022): perturbation inactivation, SIDE's predecessor.
+
+A frozen denoising auto-encoder (applied twice) feeds a selector that picks a subset of
+the top-2500 eigenfaces; the *raw* input is projected onto it. Trained with Gaussian noise
+and a pixel-only reward (no recognizer). Needs a model trained by
+:func:`facebench.training.train` (``facebench train pin``); ``checkpoint`` as for ``side``.
+The official weights and eigen file are not used: the benchmark's basis is computed on the
+LFW training split, so no test identity leaks into it.
+"""
+from __future__ import annotations
+
+from facebench.eigen_purifier import EigenPurifier
+from facebench.pin_model import PINModel
+from facebench.registry import register_defense
+
+
+@register_defense("pin")
+class PIN(EigenPurifier):
+    """PIN (TIFS 2022): DAE-guided eigenface selection + projection; gray output, trained model"""
+
+    defense_name = "pin"
+    defaults = {"checkpoint": None, "inference": "sample", "seed": 0, "clamp": False}
+
+    def __init__(self, checkpoint=None, inference: str = "sample", seed: int = 0,
+                 clamp: bool = False, *, model: PINModel | None = None, basis=None):
+        meta, path = {}, None
+        if model is None or basis is None:
+            data, basis, path = self.read_checkpoint("pin", checkpoint)
+            model = PINModel(**data["config"])
+            model.load_state_dict(data["state_dict"])
+            meta = data.get("meta", {})
+        super().__init__(model, basis, inference, seed, clamp, meta)
+        self.checkpoint_path = str(path) if path else None

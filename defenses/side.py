@@ -1,0 +1,32 @@
+"""SIDE (Ren et al., IJCV 2024): the artificial-immune-system purifier.
+
+Per input, the antigen analyzer H, the noise memory and the antibody generator G choose a
+subset (antibody) of the top-1500 eigenfaces; the face is projected onto it, removing every
+component outside it. Needs a model trained by :func:`facebench.training.train` (``facebench
+train side``); ``checkpoint`` picks it (a model file, an output folder, or ``quick``/
+``full``), and by default the finished default run is used (full, else quick).
+"""
+from __future__ import annotations
+
+from facebench.eigen_purifier import EigenPurifier
+from facebench.registry import register_defense
+from facebench.side_model import SIDEModel
+
+
+@register_defense("side")
+class SIDE(EigenPurifier):
+    """SIDE (IJCV 2024): per-input eigenface antibody + projection; gray output, trained model"""
+
+    defense_name = "side"
+    defaults = {"checkpoint": None, "inference": "sample", "seed": 0, "clamp": False}
+
+    def __init__(self, checkpoint=None, inference: str = "sample", seed: int = 0,
+                 clamp: bool = False, *, model: SIDEModel | None = None, basis=None):
+        meta, path = {}, None
+        if model is None or basis is None:
+            data, basis, path = self.read_checkpoint("side", checkpoint)
+            model = SIDEModel(**data["config"])
+            model.load_state_dict(data["state_dict"])
+            meta = data.get("meta", {})
+        super().__init__(model, basis, inference, seed, clamp, meta)
+        self.checkpoint_path = str(path) if path else None

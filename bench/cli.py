@@ -6,7 +6,6 @@ line with exit code 2; rows already written stay in the CSV.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from typing import Dict, List, Optional
 
@@ -74,6 +73,8 @@ def _add_run(sub) -> None:
     o.add_argument("--batch-size", type=int, default=32)
     o.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     o.add_argument("--out", default="results/runs.csv", help="runs CSV to append rows to")
+    o.add_argument("--no-adv-cache", action="store_true",
+                   help="re-craft grey-box examples instead of reusing cached ones")
     o.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -93,7 +94,8 @@ def cmd_run(args) -> int:
         defense_params=_params(args.defense_param, "--defense-param"), seed=args.seed,
         batch_size=args.batch_size, device=args.device, out=args.out,
         data_home=args.data_home, pairs_file=args.pairs_file, image_root=args.image_root,
-        download=not args.no_download, progress=not args.quiet)
+        download=not args.no_download, progress=not args.quiet,
+        adv_cache=not args.no_adv_cache)
     df = run(cfg)
     print(summary_table(df))
     if args.out:

@@ -20,8 +20,6 @@ Choices the papers leave open, made here:
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -32,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import FacebenchError
+from .fileio import atomic_write
 
 FACE_SIZE = 112
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, PIL's convert("L")
@@ -218,19 +217,7 @@ def load_basis_file(path) -> EigenBasis:
 
 def save_atomic(obj, path) -> None:
     """``torch.save`` next to the target, then rename: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def cached_eigenbasis(images_u8: np.ndarray, key_lines: Sequence[str], k: int,

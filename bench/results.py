@@ -9,13 +9,13 @@ import csv
 import io
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import pandas as pd
 
 from .errors import FacebenchError
+from .fileio import atomic_write
 
 COLUMNS = [
     "run_id", "started_at", "facebench_version", "git_sha", "dataset", "protocol", "n_pairs",
@@ -70,17 +70,7 @@ def append_rows(path: str | os.PathLike, rows: Iterable[Mapping]) -> None:
     if not old:
         writer.writeheader()
     writer.writerows(rows)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(old + buf.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda fh: fh.write(old + buf.getvalue()), binary=False)
 
 
 def read_runs(path: str | os.PathLike) -> pd.DataFrame:

@@ -22,11 +22,13 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
+from . import adv_cache
 from . import metrics as M
 from .adaptive import adaptive_target
 from .attack import attacked_mask
 from .embed import embed_images, to_float
 from .errors import FacebenchError
+from .fileio import resolve_device
 from .registry import ATTACKS, DEFENSES, RECOGNIZERS
 from .results import append_rows, git_sha
 from .threat import DEFAULT_EPS, ThreatModel
@@ -58,6 +60,7 @@ class RunConfig:
     image_root: Optional[str] = None
     download: bool = True
     progress: bool = True
+    adv_cache: bool = True
 
 
 def build_attack(name: str, threat: ThreatModel, params: Dict[str, Any]):
@@ -96,16 +99,6 @@ def load_recognizer(name: str = "dlib-resnet", device: str = "cpu") -> torch.nn.
     """
     model = RECOGNIZERS.get(name)()
     return model.to(device).eval().requires_grad_(False)
-
-
-def _device(name: str) -> torch.device:
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise FacebenchError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise FacebenchError(f"device {name!r} requested but CUDA is not available here")
-    return dev
 
 
 def verification_metrics(scores: np.ndarray, same: np.ndarray, thr: float) -> Dict[str, float]:
@@ -148,7 +141,7 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
         raise FacebenchError(f"unknown goal {cfg.goal!r}; choose from: {', '.join(GOALS)}")
     if cfg.batch_size < 1:
         raise FacebenchError(f"--batch-size must be >= 1, got {cfg.batch_size}")
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     RECOGNIZERS.get(cfg.recognizer)
     defense = build_defense(cfg.defense, cfg.defense_params, cfg.data_home,
                             cfg.protocol if cfg.dataset == "lfw" else None)
@@ -199,14 +192,30 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
     pick = np.flatnonzero(attacked)
     adv_scores = clean_scores.copy()
     linf, rel = [], []
+    key = cached = None
+    if not cfg.adaptive and cfg.adv_cache:  # grey-box examples don't depend on the defense
+        key = adv_cache.cache_key(
+            recognizer=cfg.recognizer, pairs_name=pairs.name, paths_a=list(pairs.paths_a),
+            paths_b=list(pairs.paths_b), aligner_key=aligner.key, attack=attack,
+            goal=cfg.goal, seed=cfg.seed, selected=pick)
+        cached = adv_cache.load(key, (len(pick), images.shape[3], *images.shape[1:3]))
+        if cached is not None and cfg.progress:
+            print(f"reusing cached grey-box {cfg.attack} examples ({len(pick)} probes)")
+    crafted = []
+    torch.manual_seed(cfg.seed)  # same random starts whatever the defense drew before
     bar = tqdm(total=len(pick), desc=f"{cfg.attack}", unit="pair", disable=not cfg.progress)
     for start in range(0, len(pick), cfg.batch_size):
         sel = pick[start:start + cfg.batch_size]
         probe = to_float(images[idx_a[sel]], device)
         gallery = emb[idx_b[sel]].to(device)
-        with torch.enable_grad():
-            adv = attack.perturb(target, probe, gallery, torch.from_numpy(dodge[sel]).to(device),
-                                 thr)
+        if cached is not None:
+            adv = torch.from_numpy(cached[start:start + len(sel)]).to(device)
+        else:
+            with torch.enable_grad():
+                adv = attack.perturb(target, probe, gallery,
+                                     torch.from_numpy(dodge[sel]).to(device), thr)
+            if key is not None:
+                crafted.append(adv.detach().cpu().numpy())
         with torch.no_grad():
             adv_emb = defended(adv).float()
         if not torch.isfinite(adv).all() or not torch.isfinite(adv_emb).all():
@@ -217,6 +226,8 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
         rel.append(np.asarray(l_rel))
         bar.update(len(sel))
     bar.close()
+    if crafted:
+        adv_cache.save(key, np.concatenate(crafted))
     adv = verification_metrics(adv_scores, same, thr)
     adv["asr"] = M.attack_success_rate(clean_scores, adv_scores, same, thr, attacked)
     adv["mean_linf"] = float(np.concatenate(linf).mean()) if linf else math.nan

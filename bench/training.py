@@ -18,6 +18,7 @@ from torch import nn
 from .eigen_purifier import EIGEN_FILE, default_out_dir
 from .eigenfaces import cached_eigenbasis, save_atomic
 from .errors import FacebenchError
+from .fileio import resolve_device
 from .trainer import TrainContext, load_training_images, run_training
 
 # defense -> (module, trainer class)
@@ -43,16 +44,6 @@ def _recognizer(recognizer, device) -> tuple[nn.Module, str]:
         name = str(recognizer)
         model = RECOGNIZERS.get(name)()
     return model.to(device).eval().requires_grad_(False), name
-
-
-def _device(name) -> torch.device:
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise FacebenchError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise FacebenchError(f"device {name!r} requested but CUDA is not available here")
-    return dev
 
 
 def train(defense_name: str, preset: str = "quick", data_home=None,
@@ -83,7 +74,7 @@ def train(defense_name: str, preset: str = "quick", data_home=None,
     module.check_config(cfg)
     if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 0):
         raise FacebenchError(f"max_steps must be an integer >= 0, got {max_steps!r}")
-    dev = _device(device)
+    dev = resolve_device(device)
     rec_net, rec_name = _recognizer(recognizer, dev)
 
     images, key_lines, data_info = load_training_images(

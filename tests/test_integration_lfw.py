@@ -88,3 +88,30 @@ def test_pairs_dataset_on_lfw_crops(shared_data, env):
     assert set(df["attack"]) == {"none", "fgsm"}
     assert (df["dataset"] == "pairs").all() and (df["n_pairs"] == 4).all()
     assert np.isfinite(df["value"].astype(float)).sum() >= len(df) - 1
+
+
+def test_grey_box_examples_are_crafted_once_across_defenses(shared_data, env, monkeypatch):
+    from facebench.registry import ATTACKS
+
+    cls = ATTACKS.get("fgsm")
+    calls = []
+    original = cls.perturb
+
+    def spy(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, "perturb", spy)
+    opts = dict(protocol="dev-test", pairs=6, attack="fgsm", data_home=str(shared_data),
+                out=None, progress=False)
+    first = facebench.run(**opts)
+    crafted = len(calls)
+    assert crafted >= 1
+    again = facebench.run(**opts)
+    assert len(calls) == crafted  # served from the cache
+    pd.testing.assert_frame_equal(first[["metric", "value"]], again[["metric", "value"]])
+    squeezed = facebench.run(defense="bit-depth", **opts)
+    assert len(calls) == crafted
+    assert set(squeezed["defense"]) == {"bit-depth"}
+    facebench.run(adv_cache=False, **opts)
+    assert len(calls) > crafted

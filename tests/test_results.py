@@ -2,7 +2,6 @@
 import csv
 import os
 
-import pandas as pd
 import pytest
 
 from facebench.errors import FacebenchError

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from ..errors import FacebenchError
+from ..fileio import atomic_write
 from .align import Aligner
 
 
@@ -69,20 +69,9 @@ def _read_cache(path: Path, expected_shape) -> np.ndarray | None:
 def _write_cache(path: Path, arr: np.ndarray) -> None:
     """Write next to the target and rename, so readers never see a partial file."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        atomic_write(path, lambda fh: np.save(fh, arr, allow_pickle=False))
     except OSError as err:
         raise FacebenchError(f"cannot write image cache in {path.parent}: {err}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, arr, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def load_aligned(

@@ -27,8 +27,9 @@ class PGD(Attack):
         x, g, d = self._inputs(probe, gallery_emb, dodge)
         size = 2.5 * self.threat.eps / self.steps if self.step_size is None else self.step_size
         alpha = self.threat.radius(x, eps=size).reshape(-1, *([1] * (x.dim() - 1)))
+        project = self.threat.projector(x)
         x_adv = self.threat.random_start(x) if self.random_start else x.clone()
         for _ in range(self.steps):
             _, grad = self._gain_and_grad(model, x_adv, g, d)
-            x_adv = self.threat.project(x_adv + alpha * self.threat.normalize_step(grad), x)
+            x_adv = project(x_adv + alpha * self.threat.normalize_step(grad))
         return x_adv.detach()

@@ -135,10 +135,17 @@ class Attack:
         return cos.detach(), grad.detach()
 
     def _gain_and_grad(self, model, x, gallery_emb, dodge):
-        """(gain per sample, d gain / d x); gain = ±cos, so the gradient just flips sign."""
-        cos, grad = self._cos_and_grad(model, x, gallery_emb)
-        sign = torch.where(dodge, -1.0, 1.0).to(grad.dtype)
-        return cos * sign, grad * sign.reshape(-1, *([1] * (grad.dim() - 1)))
+        """(gain per sample, d gain / d x) with one backward pass.
+
+        The ±1 goal sign is applied to the per-sample scalars before the backward, which is
+        cheaper than flipping the image-sized gradient afterwards.
+        """
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            cos = _cos(model(x), gallery_emb)
+            g = torch.where(dodge, -cos, cos)
+            (grad,) = torch.autograd.grad(g.sum(), x)
+        return g.detach(), grad.detach()
 
     def perturb(self, model, probe: torch.Tensor, gallery_emb: torch.Tensor,
                 dodge: torch.Tensor, thr: float) -> torch.Tensor:  # pragma: no cover

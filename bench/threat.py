@@ -83,6 +83,18 @@ class ThreatModel:
             delta = delta * _per_sample(scale, delta)
         return (x + delta).clamp(0.0, 1.0)
 
+    def projector(self, x: torch.Tensor):
+        """``project(·, x)`` specialised to a fixed ``x``, for iterative attacks.
+
+        For linf the ball ∩ [0, 1] is a box whose bounds are computed once, so each step is
+        one clamp; the l2 geometries fall back to :meth:`project`.
+        """
+        if self.norm != "linf":
+            return lambda x_adv: self.project(x_adv, x)
+        rb = _per_sample(self.radius(x), x)
+        lo, hi = (x - rb).clamp_(0.0, 1.0), (x + rb).clamp_(0.0, 1.0)
+        return lambda x_adv: torch.maximum(torch.minimum(x_adv, hi), lo)
+
     def normalize_step(self, grad: torch.Tensor) -> torch.Tensor:
         """Steepest-ascent unit direction: sign for linf, grad/‖grad‖₂ otherwise (0 stays 0)."""
         if self.norm == "linf":

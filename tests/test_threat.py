@@ -89,3 +89,12 @@ def test_validation(norm, eps):
     with pytest.raises(FacebenchError) as err:
         ThreatModel(norm, eps)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 8.0), ("l2", 1.0), ("rel-l2", 0.05)])
+def test_projector_matches_project(norm, eps):
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 8, 8)
+    x_adv = (x + torch.randn_like(x) * 0.3)
+    tm = ThreatModel(norm, eps)
+    assert torch.allclose(tm.projector(x)(x_adv), tm.project(x_adv, x), atol=1e-6)

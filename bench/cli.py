@@ -125,7 +125,7 @@ def cmd_table(args) -> int:
     text = pivot_table(args.runs, metric=args.metric, out=args.out, filters=dict(
         dataset=args.dataset, protocol=args.protocol, recognizer=args.recognizer,
         threat_model=args.threat_model, budget=args.budget, goal=args.goal,
-        adaptive=args.adaptive))
+        adaptive=args.adaptive, n_pairs=args.n_pairs))
     print(text)
     if args.out:
         print(f"\nwritten to {args.out}")
@@ -191,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--adaptive", default="none",
                    help="attacker knowledge to tabulate: none (grey-box, default), plain, ...")
     t.add_argument("--budget", type=float, help="keep attacked rows with this budget")
+    t.add_argument("--n-pairs", type=int, help="keep runs on this many pairs")
     return parser
 
 

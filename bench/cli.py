@@ -189,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     for col in ("dataset", "protocol", "recognizer", "threat-model", "goal"):
         t.add_argument(f"--{col}", help=f"keep rows with this {col}")
     t.add_argument("--adaptive", default="none",
-                   help="attacker knowledge to tabulate: none (grey-box, default), plain, ...")
+                   help="attacker knowledge to tabulate: none (grey-box, default), any (every "
+                   "adaptive variant), plain, bpda, eot, bpda+eot")
     t.add_argument("--budget", type=float, help="keep attacked rows with this budget")
     t.add_argument("--n-pairs", type=int, help="keep runs on this many pairs")
     return parser

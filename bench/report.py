@@ -59,6 +59,8 @@ def pivot_table(runs: str, metric: str = "eer", out: Optional[str] = None,
             continue
         if col == "budget":
             df = df[(df["attack"] == "none") | (df["budget"].astype(float) == float(want))]
+        elif col == "adaptive" and want == "any":  # every adaptive variant, one per defense
+            df = df[(df["attack"] == "none") | (df[col].astype(str) != "none")]
         elif col in ("threat_model", "goal", "adaptive"):
             df = df[(df["attack"] == "none") | (df[col].astype(str) == str(want))]
         else:

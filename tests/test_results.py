@@ -87,6 +87,9 @@ def test_pivot_latest_run_per_cell_in_paper_order(tmp_path):
     body = [l for l in md.splitlines() if l.startswith("| none")][0]
     assert body == "| none | 2.00% | 30.00% | 90.00% |"
     assert (tmp_path / "t.md").read_text() == md
+    adaptive = pivot_table(str(out), metric="eer", filters={"adaptive": "any"})
+    assert [l for l in adaptive.splitlines() if l.startswith("| none")] == [
+        "| none | 2.00% | 99.00% |"]
 
 
 def test_pivot_unknown_metric_is_a_clear_error(tmp_path):

@@ -29,6 +29,7 @@ from .antibody import sample_antibodies, threshold_antibody
 from .defense import Defense
 from .eigenfaces import EigenBasis, face_to_rgb, load_basis_file, rgb_to_face
 from .errors import FacebenchError
+from .fileio import load_torch_file
 
 MODEL_FILE = "model.pt"
 EIGEN_FILE = "eigen.pt"
@@ -76,12 +77,7 @@ def find_checkpoint(defense: str, checkpoint=None) -> Path:
 def load_model_file(path, defense: str) -> dict:
     """Read a model file written by the trainer, checking format and defense name."""
     path = Path(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FacebenchError(f"model file not found: {path}") from None
-    except Exception as err:  # unpickling errors come in many types
-        raise FacebenchError(f"cannot read model file {path}: {err}") from None
+    data = load_torch_file(path, "model")
     if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
         raise FacebenchError(f"{path} is not a facebench purifier model file")
     if data.get("defense") != defense:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import FacebenchError
-from .fileio import atomic_write
+from .fileio import atomic_write, load_torch_file
 
 FACE_SIZE = 112
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, PIL's convert("L")
@@ -206,12 +206,7 @@ def basis_key(key_lines: Sequence[str]) -> str:
 
 
 def load_basis_file(path) -> EigenBasis:
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FacebenchError(f"eigenbasis file not found: {path}") from None
-    except Exception as err:  # unpickling errors come in many types
-        raise FacebenchError(f"cannot read eigenbasis file {path}: {err}") from None
+    data = load_torch_file(path, "eigenbasis")
     return EigenBasis.from_dict(data, str(path))
 
 

@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writes and device resolution."""
+"""Small shared helpers: atomic writes, safe checkpoint loads, device resolution."""
 from __future__ import annotations
 
 import os
@@ -43,3 +43,13 @@ def resolve_device(name) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise FacebenchError(f"device {name!r} requested but CUDA is not available here")
     return dev
+
+
+def load_torch_file(path, what: str):
+    """``torch.load(weights_only=True)`` on CPU, with one clear error naming ``what``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FacebenchError(f"{what} file not found: {path}") from None
+    except Exception as err:  # unpickling errors come in many types
+        raise FacebenchError(f"cannot read {what} file {path}: {err}") from None

@@ -73,6 +73,9 @@ def _add_run(sub) -> None:
     o.add_argument("--batch-size", type=int, default=32)
     o.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     o.add_argument("--out", default="results/runs.csv", help="runs CSV to append rows to")
+    o.add_argument("--no-auto-train", action="store_true",
+                   help="fail instead of training the quick preset of a learned defense "
+                   "that has no model yet")
     o.add_argument("--no-adv-cache", action="store_true",
                    help="re-craft grey-box examples instead of reusing cached ones")
     o.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -95,7 +98,7 @@ def cmd_run(args) -> int:
         batch_size=args.batch_size, device=args.device, out=args.out,
         data_home=args.data_home, pairs_file=args.pairs_file, image_root=args.image_root,
         download=not args.no_download, progress=not args.quiet,
-        adv_cache=not args.no_adv_cache)
+        adv_cache=not args.no_adv_cache, auto_train=not args.no_auto_train)
     df = run(cfg)
     print(summary_table(df))
     if args.out:

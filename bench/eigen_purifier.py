@@ -38,6 +38,10 @@ INFERENCE = ("sample", "threshold", "mean")
 PRESET_ORDER = ("full", "quick")  # which default training run a defense prefers
 
 
+class NoCheckpointError(FacebenchError):
+    """No trained model where one was looked for (the runner may train the quick preset)."""
+
+
 def default_model_root() -> Path:
     """Where ``train(..., out_dir=None)`` writes: ``user_data_dir("facebench")/models``."""
     env = os.environ.get("FACEBENCH_MODELS")
@@ -69,7 +73,7 @@ def find_checkpoint(defense: str, checkpoint=None) -> Path:
         if path.is_file():
             return path
     where = ", ".join(str(c) for c in candidates)
-    raise FacebenchError(
+    raise NoCheckpointError(
         f"no trained {defense} model found (looked in {where}); train one with "
         f"`facebench train {defense}` or pass --defense-param checkpoint=PATH")
 

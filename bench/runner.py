@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ from . import metrics as M
 from .adaptive import adaptive_target
 from .attack import attacked_mask
 from .embed import embed_images, to_float
+from .eigen_purifier import NoCheckpointError
 from .errors import FacebenchError
 from .fileio import resolve_device
 from .registry import ATTACKS, DEFENSES, RECOGNIZERS
@@ -61,6 +63,7 @@ class RunConfig:
     download: bool = True
     progress: bool = True
     adv_cache: bool = True
+    auto_train: bool = True
 
 
 def build_attack(name: str, threat: ThreatModel, params: Dict[str, Any]):
@@ -76,8 +79,13 @@ def build_attack(name: str, threat: ThreatModel, params: Dict[str, Any]):
     return cls(threat, **params)
 
 
-def build_defense(name: str, params: Dict[str, Any], data_home=None, protocol=None):
-    """Instantiate a registered defense; data-backed ones (quilting) get the run's data."""
+def build_defense(name: str, params: Dict[str, Any], data_home=None, protocol=None,
+                  auto_train: bool = False, progress: bool = True):
+    """Instantiate a registered defense; data-backed ones (quilting) get the run's data.
+
+    With ``auto_train``, a learned defense (side, pin) that has no trained model yet and no
+    explicit ``checkpoint`` is first trained with the quick preset.
+    """
     cls = DEFENSES.get(name)
     accepted = inspect.signature(cls.__init__).parameters
     params = dict(params)
@@ -86,7 +94,23 @@ def build_defense(name: str, params: Dict[str, Any], data_home=None, protocol=No
     if "protocol" in accepted and protocol is not None:
         params.setdefault("protocol", protocol)
     try:
-        return cls(**params)
+        try:
+            return cls(**params)
+        except NoCheckpointError as exc:
+            if not auto_train or params.get("checkpoint") is not None:
+                raise
+            # A learned defense with no model yet: train the CPU quick preset once, shown
+            # and cached in the user data folder, then use it (a GPU user runs `train --preset
+            # full` instead).
+            from .training import TRAINABLE, train
+
+            if name not in TRAINABLE:
+                raise
+            print(f"{exc}\ntraining the quick preset of {name} first (once; it is cached)",
+                  file=sys.stderr)
+            train(name, preset="quick", data_home=data_home, protocol=protocol or "dev-test",
+                  progress=progress)
+            return cls(**params)
     except TypeError as exc:
         raise FacebenchError(f"defense {name!r}: {exc}") from None
 
@@ -144,7 +168,8 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
     device = resolve_device(cfg.device)
     RECOGNIZERS.get(cfg.recognizer)
     defense = build_defense(cfg.defense, cfg.defense_params, cfg.data_home,
-                            cfg.protocol if cfg.dataset == "lfw" else None)
+                            cfg.protocol if cfg.dataset == "lfw" else None,
+                            auto_train=cfg.auto_train, progress=cfg.progress)
     attack = None
     if cfg.attack != "none":
         eps = DEFAULT_EPS.get(cfg.norm) if cfg.eps is None else cfg.eps

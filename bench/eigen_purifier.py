@@ -95,9 +95,23 @@ class EigenPurifier(Defense):
     differentiable = False
     defense_name = "eigen"
 
-    def __init__(self, model: nn.Module, basis: EigenBasis, inference: str = "sample",
-                 seed: int = 0, clamp: bool = False, meta: dict | None = None):
+    #: the trained network's class (SIDEModel, PINModel); set by each registered subclass
+    model_class: type | None = None
+
+    def __init__(self, checkpoint=None, inference: str = "sample", seed: int = 0,
+                 clamp: bool = False, *, model: nn.Module | None = None,
+                 basis: EigenBasis | None = None):
+        """Load the trained model (``checkpoint``: a model file, an output folder, or
+        ``quick``/``full``; None takes the finished default run), or take ``model`` and
+        ``basis`` directly (tests)."""
+        meta, path = {}, None
+        if model is None or basis is None:
+            data, basis, path = self.read_checkpoint(self.defense_name, checkpoint)
+            model = self.model_class(**data["config"])
+            model.load_state_dict(data["state_dict"])
+            meta = data.get("meta", {})
         super().__init__()
+        self.checkpoint_path = str(path) if path else None
         if inference not in INFERENCE:
             raise FacebenchError(f"{self.defense_name} inference must be one of "
                                  f"{', '.join(INFERENCE)}, got {inference!r}")
@@ -117,7 +131,7 @@ class EigenPurifier(Defense):
         self.randomized = inference == "sample"
         self.seed = int(seed)
         self.clamp = bool(clamp)
-        self.meta = dict(meta or {})
+        self.meta = dict(meta)
         self.reset_rng()
 
     @staticmethod

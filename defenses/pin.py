@@ -19,15 +19,5 @@ class PIN(EigenPurifier):
     """PIN (TIFS 2022): DAE-guided eigenface selection + projection; gray output, trained model"""
 
     defense_name = "pin"
+    model_class = PINModel
     defaults = {"checkpoint": None, "inference": "sample", "seed": 0, "clamp": False}
-
-    def __init__(self, checkpoint=None, inference: str = "sample", seed: int = 0,
-                 clamp: bool = False, *, model: PINModel | None = None, basis=None):
-        meta, path = {}, None
-        if model is None or basis is None:
-            data, basis, path = self.read_checkpoint("pin", checkpoint)
-            model = PINModel(**data["config"])
-            model.load_state_dict(data["state_dict"])
-            meta = data.get("meta", {})
-        super().__init__(model, basis, inference, seed, clamp, meta)
-        self.checkpoint_path = str(path) if path else None

@@ -18,15 +18,5 @@ class SIDE(EigenPurifier):
     """SIDE (IJCV 2024): per-input eigenface antibody + projection; gray output, trained model"""
 
     defense_name = "side"
+    model_class = SIDEModel
     defaults = {"checkpoint": None, "inference": "sample", "seed": 0, "clamp": False}
-
-    def __init__(self, checkpoint=None, inference: str = "sample", seed: int = 0,
-                 clamp: bool = False, *, model: SIDEModel | None = None, basis=None):
-        meta, path = {}, None
-        if model is None or basis is None:
-            data, basis, path = self.read_checkpoint("side", checkpoint)
-            model = SIDEModel(**data["config"])
-            model.load_state_dict(data["state_dict"])
-            meta = data.get("meta", {})
-        super().__init__(model, basis, inference, seed, clamp, meta)
-        self.checkpoint_path = str(path) if path else None

@@ -49,7 +49,7 @@ class BPDA(Defense):
 
 def bpda(defense: Defense) -> BPDA:
     """``defense`` with a straight-through (identity) gradient, for purifiers only."""
-    if type(defense).wrap is not Defense.wrap:
+    if not defense.purifier:
         raise FacebenchError(
             f"defense {getattr(defense, 'registry_name', type(defense).__name__)!r} transforms "
             "the recognizer, not the image, so BPDA (identity gradient) does not apply")

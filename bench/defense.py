@@ -12,6 +12,8 @@ from torch import nn
 
 
 class Defense(nn.Module):
+    #: False for recognizer transforms (adversarial training, ensembles): no image to BPDA
+    purifier: bool = True
     differentiable: bool = True
     randomized: bool = False
 

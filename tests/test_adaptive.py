@@ -38,6 +38,7 @@ def test_bpda_keeps_randomness_and_rejects_recognizer_transforms():
     assert not BPDA(DEFENSES.get("jpeg")()).randomized
 
     class Transform(Defense):
+        purifier = False
         differentiable = False
 
         def wrap(self, recognizer):
@@ -45,6 +46,15 @@ def test_bpda_keeps_randomness_and_rejects_recognizer_transforms():
 
     with pytest.raises(FacebenchError, match="BPDA"):
         bpda(Transform())
+
+    class RecordingPurifier(Defense):  # overrides wrap only to look at the recognizer
+        differentiable = False
+
+        def wrap(self, recognizer):
+            self.seen = recognizer
+            return super().wrap(recognizer)
+
+    assert isinstance(bpda(RecordingPurifier()), BPDA)
 
 
 class Draws(nn.Module):

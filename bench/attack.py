@@ -8,8 +8,9 @@ row a different-identity pair it wants accepted (pull the cosine up). Attacks as
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, List, Tuple
 
+import numpy as np
 import torch
 
 from .errors import FacebenchError
@@ -60,8 +61,15 @@ class Attack:
     raise :class:`FacebenchError`, so a typo on the command line fails with one line.
     """
 
-    #: whether the attack needs gradients of the model (False for black-box attacks)
+    #: whether the attack needs gradients of the model. A decision-based (black-box) attack
+    #: sets False: the runner then hands it the deployed recognizer∘defense to query.
     gradient_based: bool = True
+    #: whether grey-box examples may be cached and reused across defenses; False for attacks
+    #: that record metrics while they run (a cache hit would lose them)
+    cacheable: bool = True
+    #: whether :meth:`perturb` wants the clean gallery images too (keyword ``gallery``),
+    #: e.g. to start an impersonation from the other identity's face
+    needs_gallery_image: bool = False
     #: parameter name -> default value
     defaults: Dict[str, Any] = {}
 
@@ -85,6 +93,32 @@ class Attack:
 
     def validate(self) -> None:
         """Check ``self.params``; subclasses call the helpers below."""
+
+    # -- per-sample records, turned into extra metric rows after a run ---------------
+    def reset_records(self) -> None:
+        """Forget what earlier runs recorded; the runner calls this before the first batch."""
+        self._records: Dict[str, List[np.ndarray]] = {}
+
+    def record(self, key: str, values) -> None:
+        """Keep per-sample ``values`` (one per probe of the batch) under ``key``."""
+        if not hasattr(self, "_records"):
+            self.reset_records()
+        arr = torch.as_tensor(values).detach().double().cpu().reshape(-1).numpy()
+        self._records.setdefault(key, []).append(arr)
+
+    def recorded(self, key: str) -> np.ndarray:
+        """Everything recorded under ``key`` since the last reset, in batch order."""
+        parts = getattr(self, "_records", {}).get(key, [])
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def extra_metrics(self, success: np.ndarray, l2: np.ndarray) -> Dict[str, float]:
+        """Attack-specific metrics for the run's rows (default: none).
+
+        ``success`` is the per-probe decision flip on the evaluated (defended) system at the
+        clean threshold and ``l2`` the per-probe ‖x_adv − x‖₂ in [0, 1] pixel units, both in
+        the order the probes were attacked.
+        """
+        return {}
 
     # -- parameter checks ------------------------------------------------------------
     def _number(self, key: str, low: float, strict: bool, integer: bool = False) -> None:

@@ -66,6 +66,12 @@ def _add_run(sub) -> None:
                    help="craft through recognizer∘defense instead of the bare recognizer")
     a.add_argument("--eot-samples", type=int, default=None, metavar="N",
                    help="--adaptive on a randomized defense: EOT draws per gradient (default 8)")
+    a.add_argument("--source", metavar="RECOGNIZER[+DEFENSE]",
+                   help="transfer: craft on this model (e.g. dlib-resnet+jpeg), evaluate on "
+                   "--recognizer with --defense")
+    a.add_argument("--minimal-eps", action="store_true",
+                   help="binary-search the smallest successful budget per probe up to --eps; "
+                   "adds median_min_eps")
     a.add_argument("--attack-param", action="append", metavar="KEY=VALUE",
                    help="any other attack option, e.g. random_start=false (repeatable)")
     o = p.add_argument_group("execution")
@@ -93,7 +99,8 @@ def cmd_run(args) -> int:
     cfg = RunConfig(
         recognizer=args.recognizer, dataset=args.dataset, protocol=args.protocol,
         pairs=args.pairs, defense=args.defense, attack=args.attack, norm=args.norm,
-        eps=args.eps, goal=args.goal, adaptive=args.adaptive, eot_samples=args.eot_samples, attack_params=params,
+        eps=args.eps, goal=args.goal, adaptive=args.adaptive, eot_samples=args.eot_samples,
+        source=args.source, minimal_eps=args.minimal_eps, attack_params=params,
         defense_params=_params(args.defense_param, "--defense-param"), seed=args.seed,
         batch_size=args.batch_size, device=args.device, out=args.out,
         data_home=args.data_home, pairs_file=args.pairs_file, image_root=args.image_root,
@@ -107,25 +114,27 @@ def cmd_run(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .registry import ATTACKS, DEFENSES, RECOGNIZERS
+    from .registry import ATTACKS, DEFENSES, LAYOUTS, RECOGNIZERS
 
     for title, reg in (("recognizers", RECOGNIZERS), ("defenses", DEFENSES),
-                       ("attacks", ATTACKS)):
+                       ("attacks", ATTACKS), ("table layouts", LAYOUTS)):
         print(f"{title}:")
-        entries = list(reg.items())
-        width = max((len(n) for n, _ in entries), default=0)
-        for name, obj in entries:
-            params = getattr(obj, "defaults", None)
+        entries = [(n, o.registry_description, getattr(o, "defaults", None))
+                   for n, o in reg.items()]
+        entries += [(f"{p}:<Name>", d, None) for p, d in reg.prefixes()]
+        width = max((len(n) for n, _, _ in entries), default=0)
+        for name, description, params in entries:
             extra = (" [" + ", ".join(f"{k}={v}" for k, v in params.items()) + "]"
                      if params else "")
-            print(f"  {name:<{width}}  {obj.registry_description}{extra}")
+            print(f"  {name:<{width}}  {description}{extra}")
     return 0
 
 
 def cmd_table(args) -> int:
-    from .report import pivot_table
+    from .report import render_table
 
-    text = pivot_table(args.runs, metric=args.metric, out=args.out, filters=dict(
+    text = render_table(args.runs, layout=args.layout, metric=args.metric, out=args.out,
+                        filters=dict(
         dataset=args.dataset, protocol=args.protocol, recognizer=args.recognizer,
         threat_model=args.threat_model, budget=args.budget, goal=args.goal,
         adaptive=args.adaptive, n_pairs=args.n_pairs))
@@ -182,10 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     sub.add_parser("list", help="registered recognizers, defenses and attacks",
                    description="Print every registered recognizer, defense and attack.")
-    t = sub.add_parser("table", help="pivot a runs CSV into a markdown table",
-                       description="Rows = defense, columns = attack (clean first), one metric, "
-                       "latest run per cell; laid out like the SIDE paper's Table 1.")
+    t = sub.add_parser("table", help="regenerate a markdown table from a runs CSV",
+                       description="Regenerate a table from tidy rows with a registered layout. "
+                       "The default (defense-attack): rows = defense, columns = attack (clean "
+                       "first), one metric, latest run per cell, like the SIDE paper's Table 1.")
     t.add_argument("--runs", default="results/runs.csv", help="runs CSV to read")
+    t.add_argument("--layout", default="defense-attack",
+                   help="registered table layout (see `facebench list`)")
     t.add_argument("--metric", default="eer", help="metric to tabulate (default eer)")
     t.add_argument("--out", default="results/table_eer.md",
                    help="markdown file to write ('' to only print)")

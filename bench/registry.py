@@ -21,6 +21,7 @@ class Registry:
         self.kind = kind
         self.package = package  # where the plugins live; imported lazily on first lookup
         self._entries: Dict[str, Callable] = {}
+        self._prefixes: Dict[str, Tuple[Callable[[str], Callable], str]] = {}
         self._loaded = False
 
     def register(self, name: str, description: str | None = None):
@@ -37,6 +38,22 @@ class Registry:
 
         return decorate
 
+    def register_prefix(self, prefix: str, factory: Callable[[str], Callable],
+                        description: str = "") -> None:
+        """Names ``prefix:<rest>`` resolve to ``factory(rest)`` (e.g. ``art:<AttackName>``).
+
+        The factory raises :class:`FacebenchError` for a ``rest`` it does not know; it is how
+        whole families from another library show up without one file per member.
+        """
+        if prefix in self._prefixes and self._prefixes[prefix][0] is not factory:
+            raise ValueError(f"{self.kind} prefix {prefix!r} is registered twice")
+        self._prefixes[prefix] = (factory, description)
+
+    def prefixes(self) -> list[Tuple[str, str]]:
+        """(prefix, description) of every registered name family, sorted."""
+        self._load()
+        return sorted((p, d) for p, (_, d) in self._prefixes.items())
+
     def _load(self) -> None:
         if self._loaded:
             return
@@ -48,11 +65,16 @@ class Registry:
 
     def get(self, name: str) -> Callable:
         self._load()
+        if name not in self._entries and ":" in name:
+            prefix, rest = name.split(":", 1)
+            if prefix in self._prefixes:
+                return self._prefixes[prefix][0](rest)
         if name not in self._entries:
             close = difflib.get_close_matches(name, self._entries, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise FacebenchError(
-                f"unknown {self.kind} {name!r}{hint}; choose from: {', '.join(self.names())}"
+                f"unknown {self.kind} {name!r}{hint}; choose from: "
+                f"{', '.join(self.names() + [p + ':<Name>' for p in sorted(self._prefixes)])}"
             )
         return self._entries[name]
 
@@ -66,13 +88,16 @@ class Registry:
 
     def __contains__(self, name: str) -> bool:
         self._load()
-        return name in self._entries
+        return name in self._entries or name.split(":", 1)[0] in self._prefixes and ":" in name
 
 
 RECOGNIZERS = Registry("recognizer", "facebench.models")
 DEFENSES = Registry("defense", "facebench.defenses")
 ATTACKS = Registry("attack", "facebench.attacks")
+#: named `facebench table --layout` renderers: fn(runs DataFrame, filters dict) -> markdown
+LAYOUTS = Registry("table layout", "facebench.layouts")
 
 register_recognizer = RECOGNIZERS.register
 register_defense = DEFENSES.register
 register_attack = ATTACKS.register
+register_layout = LAYOUTS.register

@@ -51,6 +51,8 @@ class RunConfig:
     goal: str = "pair"
     adaptive: bool = False
     eot_samples: Optional[int] = None
+    source: Optional[str] = None  # transfer: craft on "recognizer[+defense]", evaluate on ours
+    minimal_eps: bool = False  # binary-search the smallest successful eps per probe
     attack_params: Dict[str, Any] = field(default_factory=dict)
     defense_params: Dict[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -175,8 +177,33 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
         eps = DEFAULT_EPS.get(cfg.norm) if cfg.eps is None else cfg.eps
         threat = ThreatModel(cfg.norm, eps)
         attack = build_attack(cfg.attack, threat, cfg.attack_params)
+        if cfg.minimal_eps:
+            from .minimal_eps import wrap_minimal
+
+            attack = wrap_minimal(attack)
+    source = parse_source(cfg.source) if cfg.source else None
+    if source is not None and (attack is None or not attack.gradient_based):
+        raise FacebenchError("--source (transfer) needs a gradient attack to craft on the source")
+    if source is not None and cfg.adaptive:
+        raise FacebenchError("--source crafts on another model; it cannot be --adaptive too")
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
+
+    if attack is not None and hasattr(attack, "run_protocol"):
+        # attacks with their own evaluation protocol (AdvHat: one photo per person vs a target)
+        recognizer = load_recognizer(cfg.recognizer, device)
+        defended = defense.wrap(recognizer).to(device).eval()
+        emitted: List[dict] = []
+
+        def emit(new_rows: List[dict]) -> None:
+            if cfg.out:
+                append_rows(cfg.out, new_rows)
+            emitted.extend(new_rows)
+
+        attack.run_protocol(cfg=cfg, recognizer=recognizer, defense=defense, defended=defended,
+                            device=device, make_rows=lambda n, protocol: _Rows(cfg, n, protocol),
+                            emit=emit)
+        return _report(pd.DataFrame(emitted), cfg)
 
     # --- data and models -------------------------------------------------------------------
     pairs = load_pairs(cfg.dataset, cfg.protocol, cfg.data_home, pairs_file=cfg.pairs_file,
@@ -210,15 +237,23 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
     t0 = time.perf_counter()
     attacked, dodge = attacked_mask(cfg.goal, torch.from_numpy(same))
     attacked, dodge = attacked.numpy(), dodge.numpy()
-    if cfg.adaptive:  # through the defense: plain gradients, BPDA and/or EOT as it needs
+    craft_emb, craft_thr = emb, thr  # what the attacker compares against
+    if not attack.gradient_based:  # decision-based: queries the deployed recognizer∘defense
+        target, adaptive = defended, "query"
+    elif source is not None:  # transfer: crafted on another (defended) recognizer
+        target, adaptive, craft_emb, craft_thr = _source_target(
+            source, recognizer, cfg, device, images, idx_a, idx_b, same)
+    elif cfg.adaptive:  # through the defense: plain gradients, BPDA and/or EOT as it needs
         target, adaptive = adaptive_target(defense, recognizer, cfg.eot_samples)
     else:  # grey-box: crafted on the bare recognizer, then the defense is applied
         target, adaptive = recognizer, "none"
     pick = np.flatnonzero(attacked)
     adv_scores = clean_scores.copy()
-    linf, rel = [], []
+    linf, rel, l2 = [], [], []
     key = cached = None
-    if not cfg.adaptive and cfg.adv_cache:  # grey-box examples don't depend on the defense
+    attack.reset_records()
+    if adaptive == "none" and cfg.adv_cache and attack.cacheable:
+        # grey-box examples don't depend on the defense
         key = adv_cache.cache_key(
             recognizer=cfg.recognizer, pairs_name=pairs.name, paths_a=list(pairs.paths_a),
             paths_b=list(pairs.paths_b), aligner_key=aligner.key, attack=attack,
@@ -236,9 +271,11 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
         if cached is not None:
             adv = torch.from_numpy(cached[start:start + len(sel)]).to(device)
         else:
+            extra = ({"gallery": to_float(images[idx_b[sel]], device)}
+                     if attack.needs_gallery_image else {})
             with torch.enable_grad():
-                adv = attack.perturb(target, probe, gallery,
-                                     torch.from_numpy(dodge[sel]).to(device), thr)
+                adv = attack.perturb(target, probe, craft_emb[idx_b[sel]].to(device),
+                                     torch.from_numpy(dodge[sel]).to(device), craft_thr, **extra)
             if key is not None:
                 crafted.append(adv.detach().cpu().numpy())
         with torch.no_grad():
@@ -249,6 +286,8 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
         l_inf, l_rel = M.perturbation_sizes(probe.cpu(), adv.detach().cpu())
         linf.append(np.asarray(l_inf))
         rel.append(np.asarray(l_rel))
+        l2.append((adv.detach().cpu().double() - probe.cpu().double()).flatten(1).norm(dim=1)
+                  .numpy())
         bar.update(len(sel))
     bar.close()
     if crafted:
@@ -257,12 +296,49 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
     adv["asr"] = M.attack_success_rate(clean_scores, adv_scores, same, thr, attacked)
     adv["mean_linf"] = float(np.concatenate(linf).mean()) if linf else math.nan
     adv["mean_rel_l2"] = float(np.concatenate(rel).mean()) if rel else math.nan
+    flipped = np.where(dodge[pick], adv_scores[pick] < thr, adv_scores[pick] >= thr)
+    adv.update(attack.extra_metrics(success=flipped,
+                                    l2=np.concatenate(l2) if l2 else np.zeros(0)))
     attack_rows = rows.make(adv, time.perf_counter() - t0, attack=cfg.attack,
                             threat_model=threat.norm, budget=threat.eps, goal=cfg.goal,
                             adaptive=adaptive)
     if cfg.out:
         append_rows(cfg.out, attack_rows)
     return _report(pd.DataFrame(clean_rows + attack_rows), cfg)
+
+
+def parse_source(spec: str):
+    """``recognizer[+defense]`` -> (recognizer name, defense name), both validated."""
+    name, _, defense_name = spec.partition("+")
+    RECOGNIZERS.get(name)
+    if defense_name:
+        DEFENSES.get(defense_name)
+    return name, defense_name or "none"
+
+
+def _source_target(source, recognizer, cfg: RunConfig, device, images, idx_a, idx_b,
+                   same):
+    """Transfer attacker's view: the source model, its gallery embeddings and threshold.
+
+    The attacker has no access to the target, so it compares against embeddings (and a clean
+    threshold) of its own source model, differentiating through a source defense with plain
+    gradients or BPDA/EOT as that defense needs.
+    """
+    name, defense_name = source
+    src = load_recognizer(name, device)
+    src_defense = build_defense(defense_name, {}, cfg.data_home,
+                                cfg.protocol if cfg.dataset == "lfw" else None,
+                                auto_train=cfg.auto_train, progress=cfg.progress)
+    if getattr(src, "input_size", None) != getattr(recognizer, "input_size", None):
+        # the probes are the target's aligned crops; another geometry would need re-alignment
+        raise FacebenchError(f"source {name!r} takes another input size than {cfg.recognizer!r}; "
+                             "transfer between geometries is not supported yet")
+    target, _ = adaptive_target(src_defense, src, cfg.eot_samples)
+    src_clean = src_defense.wrap(src).to(device).eval()
+    src_emb = embed_images(src_clean, images, cfg.batch_size, device, "source", cfg.progress)
+    scores = M.cosine_similarity(src_emb[idx_a], src_emb[idx_b]).numpy()
+    thr = M.best_threshold(scores, same)
+    return target, f"transfer:{cfg.source}", src_emb, thr
 
 
 def _report(df: pd.DataFrame, cfg: RunConfig) -> pd.DataFrame:

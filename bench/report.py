@@ -14,13 +14,16 @@ from .results import read_runs
 ATTACK_ORDER = ["none", "fgsm", "deepfool", "pgd", "cw"]
 DEFENSE_ORDER = ["none", "jpeg", "bit-depth", "median", "tvm", "quilting", "pin", "side"]
 PERCENT = {"eer", "tar_at_far_1e-3", "tar_at_far_1e-2", "acc_at_clean_thr", "asr",
-           "accuracy_10fold", "accuracy_10fold_std"}
+           "accuracy_10fold", "accuracy_10fold_std", "accuracy", "tar_at_thr", "frr_at_thr"}
+#: metric families shown as percentages (tau_asr_<tau>)
+PERCENT_PREFIXES = ("tau_asr_",)
 
 
 def _fmt(metric: str, value: float) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    return f"{100 * value:.2f}%" if metric in PERCENT else f"{value:.4f}"
+    percent = metric in PERCENT or metric.startswith(PERCENT_PREFIXES)
+    return f"{100 * value:.2f}%" if percent else f"{value:.4f}"
 
 
 def summary_table(df: pd.DataFrame) -> str:

@@ -28,7 +28,9 @@ def default_dir() -> Path:
 
 def _source_hash(attack) -> str:
     h = hashlib.sha256()
-    for obj in (type(attack), attack_module, threat_module):
+    # a wrapper attack (a*, minimal-eps) also depends on the attack it drives
+    for obj in (type(attack), type(getattr(attack, "inner", attack)), attack_module,
+                threat_module):
         try:
             h.update(inspect.getsource(obj).encode())
         except (OSError, TypeError):  # no source (frozen app): never reuse across versions

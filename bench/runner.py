@@ -182,6 +182,9 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
 
             attack = wrap_minimal(attack)
     source = parse_source(cfg.source) if cfg.source else None
+    if attack is not None and getattr(attack, "knowledge", None) and (cfg.adaptive or source):
+        raise FacebenchError(f"attack {cfg.attack!r} is already adaptive "
+                             f"({attack.knowledge}); drop --adaptive / --source")
     if source is not None and (attack is None or not attack.gradient_based):
         raise FacebenchError("--source (transfer) needs a gradient attack to craft on the source")
     if source is not None and cfg.adaptive:
@@ -245,14 +248,17 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
             source, recognizer, cfg, device, images, idx_a, idx_b, same)
     elif cfg.adaptive:  # through the defense: plain gradients, BPDA and/or EOT as it needs
         target, adaptive = adaptive_target(defense, recognizer, cfg.eot_samples)
-    else:  # grey-box: crafted on the bare recognizer, then the defense is applied
-        target, adaptive = recognizer, "none"
+    else:  # grey-box: crafted on the bare recognizer (or a fixed surrogate built on it, as
+        # a* is), then the defense is applied
+        target, adaptive = recognizer, getattr(attack, "knowledge", None) or "none"
+    greybox = attack.gradient_based and source is None and not cfg.adaptive
+    row_attack = getattr(attack, "row_attack", cfg.attack)
     pick = np.flatnonzero(attacked)
     adv_scores = clean_scores.copy()
     linf, rel, l2 = [], [], []
     key = cached = None
     attack.reset_records()
-    if adaptive == "none" and cfg.adv_cache and attack.cacheable:
+    if greybox and cfg.adv_cache and attack.cacheable:
         # grey-box examples don't depend on the defense
         key = adv_cache.cache_key(
             recognizer=cfg.recognizer, pairs_name=pairs.name, paths_a=list(pairs.paths_a),
@@ -299,7 +305,7 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
     flipped = np.where(dodge[pick], adv_scores[pick] < thr, adv_scores[pick] >= thr)
     adv.update(attack.extra_metrics(success=flipped,
                                     l2=np.concatenate(l2) if l2 else np.zeros(0)))
-    attack_rows = rows.make(adv, time.perf_counter() - t0, attack=cfg.attack,
+    attack_rows = rows.make(adv, time.perf_counter() - t0, attack=row_attack,
                             threat_model=threat.norm, budget=threat.eps, goal=cfg.goal,
                             adaptive=adaptive)
     if cfg.out:

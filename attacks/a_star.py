@@ -1,0 +1,115 @@
+"""a*: SIDE's own adaptive attack (Ren et al., Sec. 4.3, Eq. 20).
+
+Every antibody SIDE (or PIN) can pick is a subset of the top eigenfaces, so the attacker
+preprocesses with the fixed "super-antibody" of all of them, P*(x) = E Eᵀ(x − μ) + μ, in the
+defense's gray 112×112 [-1, 1] space, replicated to three channels before the recognizer, and
+runs an ordinary attack on F(P*(x')). The noise then lives in the subspace no antibody removes.
+P* is linear, so the surrogate is exact and deterministic: no BPDA, no EOT, no gradient through
+the selector. Rows record the base attack (fgsm / deepfool / pgd) in the ``attack`` column and
+``a*`` in the ``adaptive`` column, so Table 7 is the defense×attack table of ``adaptive=a*``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from facebench.attack import Attack
+from facebench.eigen_purifier import EIGEN_FILE, find_checkpoint
+from facebench.eigenfaces import EigenBasis, face_to_rgb, load_basis_file, rgb_to_face
+from facebench.errors import FacebenchError
+from facebench.registry import ATTACKS, register_attack
+
+BASES = ("fgsm", "deepfool", "pgd")
+
+
+class SuperAntibody(nn.Module):
+    """``model ∘ P*``: the recognizer behind the projection onto all top-K eigenfaces."""
+
+    def __init__(self, model: nn.Module, basis: EigenBasis):
+        super().__init__()
+        self.model = model
+        self.basis = basis
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = rgb_to_face(x, self.basis.size)
+        return self.model(face_to_rgb(self.basis.project(y), tuple(x.shape[-2:])).contiguous())
+
+
+def basis_path(source) -> Path:
+    """Where the attacker's eigenbasis is: beside a trained SIDE/PIN model, or an eigen file.
+
+    ``source`` is ``side`` / ``pin`` (that defense's default trained model), a training output
+    folder, a model file, or an ``eigen.pt`` file. White-box knowledge of the defense includes
+    its basis, which is fixed once trained.
+    """
+    text = str(source)
+    path = Path(text).expanduser()
+    if text in ("side", "pin"):
+        path = find_checkpoint(text).parent / EIGEN_FILE
+    elif path.is_dir():
+        path = path / EIGEN_FILE
+    elif path.name != EIGEN_FILE and path.is_file():  # a model file: its folder's basis
+        path = path.parent / EIGEN_FILE
+    if not path.is_file():
+        raise FacebenchError(f"a-star basis {text!r}: no eigenbasis file at {path}")
+    return path
+
+
+def load_basis(source, n_components: int) -> EigenBasis:
+    """The top ``n_components`` eigenfaces of :func:`basis_path`'s file."""
+    path = basis_path(source)
+    basis = load_basis_file(path)
+    if basis.k < n_components:
+        raise FacebenchError(f"a-star wants the top {n_components} eigenfaces but {path} has "
+                             f"only {basis.k}")
+    return basis.truncate(n_components)
+
+
+@register_attack("a-star")
+class AStar(Attack):
+    """SIDE's adaptive a*: a base attack (fgsm|deepfool|pgd) on F(P*(x)), P* = top-1500 projection.
+
+    ``basis`` picks the attacker's eigenfaces (default: the trained SIDE model's). The base
+    attack keeps its own defaults; ``steps`` and ``step_size`` are passed on when set.
+    """
+
+    defaults = {"base": "pgd", "basis": "side", "n_components": 1500, "steps": None,
+                "step_size": None}
+    knowledge = "a*"
+
+    def validate(self) -> None:
+        if self.base not in BASES:
+            raise FacebenchError(f"a-star base must be one of {', '.join(BASES)}, "
+                                 f"got {self.base!r}")
+        self._int_at_least("n_components", 1)
+        params = {k: getattr(self, k) for k in ("steps", "step_size")
+                  if getattr(self, k) is not None}
+        cls = ATTACKS.get(self.base)
+        unknown = sorted(set(params) - set(cls.defaults))
+        if unknown:
+            raise FacebenchError(f"a-star base {self.base} has no parameter {unknown[0]!r}")
+        self.inner = cls(self.threat, **params)
+        self._basis = None
+
+    @property
+    def row_attack(self) -> str:
+        """The runs CSV names the base attack; the ``adaptive`` column says ``a*``."""
+        return self.base
+
+    def eigenbasis(self) -> EigenBasis:
+        """The attacker's basis, loaded on first use (construction stays cheap)."""
+        if self._basis is None:
+            self._basis = load_basis(self.params["basis"], self.n_components)
+        return self._basis
+
+    def __repr__(self) -> str:
+        # the cache key: which basis file (and which version of it) the surrogate used
+        path = basis_path(self.params["basis"])
+        stamp = f"{path}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
+        return f"a-star[{stamp}]({self.inner!r}, n_components={self.n_components})"
+
+    def perturb(self, model, probe, gallery_emb, dodge, thr):
+        surrogate = SuperAntibody(model, self.eigenbasis().to(probe.device))
+        return self.inner.perturb(surrogate, probe, gallery_emb, dodge, thr)

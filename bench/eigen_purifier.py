@@ -18,6 +18,7 @@ statistics, memory read-only), whatever mode the wrapper is put in.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -97,6 +98,9 @@ class EigenPurifier(Defense):
 
     #: the trained network's class (SIDEModel, PINModel); set by each registered subclass
     model_class: type | None = None
+    #: training options of the paper's ablations -> their default; a model trained with
+    #: another value is a variant, named in the runs CSV as e.g. ``side[no-memory,k=20]``
+    variant_defaults: dict = {}
 
     def __init__(self, checkpoint=None, inference: str = "sample", seed: int = 0,
                  clamp: bool = False, *, model: nn.Module | None = None,
@@ -132,7 +136,25 @@ class EigenPurifier(Defense):
         self.seed = int(seed)
         self.clamp = bool(clamp)
         self.meta = dict(meta)
+        self.row_name = self.defense_name + self.variant_suffix(path)
         self.reset_rng()
+
+    def variant_suffix(self, model_path) -> str:
+        """``[no-memory,k=20]`` for an ablation variant (read from the training manifest)."""
+        if model_path is None or not self.variant_defaults:
+            return ""
+        manifest = Path(model_path).parent / "manifest.json"
+        try:
+            config = json.loads(manifest.read_text(encoding="utf-8")).get("config", {})
+        except (OSError, ValueError):
+            return ""
+        parts = []
+        for key, default in self.variant_defaults.items():
+            value = config.get(key, default)
+            if value == default:
+                continue
+            parts.append(f"no-{key.replace('use_', '')}" if value is False else f"{key}={value}")
+        return f"[{','.join(parts)}]" if parts else ""
 
     @staticmethod
     def read_checkpoint(defense: str, checkpoint) -> tuple[dict, EigenBasis, Path]:

@@ -92,20 +92,26 @@ def scope_text(filters: Optional[Dict[str, object]]) -> str:
 
 
 def defense_attack_layout(df: pd.DataFrame, metric: str, filters: Dict[str, object],
-                          source: str) -> str:
-    """Rows = defense, columns = clean + attacks (the SIDE paper's Table 1 shape)."""
+                          source: str, row_order=None, note: str = "") -> str:
+    """Rows = defense, columns = clean + attacks (the SIDE paper's Table 1 shape).
+
+    ``row_order`` replaces the default defense order (rows not in it are dropped); ``note``
+    is an italic line under the table.
+    """
     df = filter_rows(df, filters)
     df = df[df["metric"] == metric]
     if df.empty:
         raise FacebenchError(f"no rows with metric {metric!r} match the filters in {source}")
     cell = latest(df, ["defense", "attack"])["value"].unstack("attack")
     cols = _order(list(cell.columns), ATTACK_ORDER)
-    rows = _order(list(cell.index), DEFENSE_ORDER)
+    rows = (_order(list(cell.index), DEFENSE_ORDER) if row_order is None
+            else [r for r in row_order if r in cell.index])
     names = ["Defense"] + ["Clean" if c == "none" else c for c in cols]
     scope = scope_text(filters)
     title = f"**{metric}** (rows: defense, columns: attack{'; ' + scope if scope else ''})"
     body = [[d] + [_fmt(metric, cell.at[d, c]) for c in cols] for d in rows]
-    return markdown(names, body, title, source)
+    text = markdown(names, body, title, source)
+    return text + (f"\n_{note}_\n" if note else "")
 
 
 def render_table(runs: str, layout: str = "defense-attack", metric: str = "eer",

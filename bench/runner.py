@@ -141,13 +141,14 @@ def verification_metrics(scores: np.ndarray, same: np.ndarray, thr: float) -> Di
 class _Rows:
     """Builds tidy rows that share the run's identifying columns."""
 
-    def __init__(self, cfg: RunConfig, n_pairs: int, protocol: str):
+    def __init__(self, cfg: RunConfig, n_pairs: int, protocol: str,
+                 defense_name: Optional[str] = None):
         self.base = dict(
             run_id=uuid.uuid4().hex[:12],
             started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             facebench_version=__version__, git_sha=git_sha(), dataset=cfg.dataset,
             protocol=protocol, n_pairs=n_pairs, recognizer=cfg.recognizer,
-            defense=cfg.defense, seed=cfg.seed)
+            defense=defense_name or cfg.defense, seed=cfg.seed)
 
     def make(self, metrics: Dict[str, float], wall_s: float, attack="none", threat_model="none",
              budget=0.0, goal="none", adaptive="none") -> List[dict]:
@@ -204,7 +205,8 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
             emitted.extend(new_rows)
 
         attack.run_protocol(cfg=cfg, recognizer=recognizer, defense=defense, defended=defended,
-                            device=device, make_rows=lambda n, protocol: _Rows(cfg, n, protocol),
+                            device=device, make_rows=lambda n, protocol: _Rows(
+                                cfg, n, protocol, getattr(defense, "row_name", None)),
                             emit=emit)
         return _report(pd.DataFrame(emitted), cfg)
 
@@ -218,7 +220,7 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
     aligner = aligner_for(cfg.dataset, recognizer)
     images, idx_a, idx_b = pair_images(pairs, aligner, progress=cfg.progress)
     protocol = cfg.protocol if cfg.dataset != "pairs" else Path(cfg.pairs_file).name
-    rows = _Rows(cfg, len(pairs.same), protocol)
+    rows = _Rows(cfg, len(pairs.same), protocol, getattr(defense, "row_name", None))
     same = np.asarray(pairs.same, dtype=bool)
 
     # --- clean -----------------------------------------------------------------------------

@@ -20,3 +20,4 @@ class SIDE(EigenPurifier):
     defense_name = "side"
     model_class = SIDEModel
     defaults = {"checkpoint": None, "inference": "sample", "seed": 0, "clamp": False}
+    variant_defaults = {"use_memory": True, "ssat": True, "k": 10}  # Tables 8 and 10

@@ -1,0 +1,90 @@
+"""Table layouts, SIDE variant names, and registry name families (``lib:<Name>``)."""
+import json
+
+import pytest
+
+from facebench.eigen_purifier import EigenPurifier
+from facebench.errors import FacebenchError
+from facebench.registry import LAYOUTS, Registry
+from facebench.report import render_table
+from facebench.results import append_rows
+
+from test_results import _row
+
+
+def _side_rows(out):
+    rows = []
+    for i, (defense, clean, pgd) in enumerate([("side", 0.02, 0.30), ("side[no-ssat]", 0.03, 0.6),
+                                                ("side[no-memory]", 0.04, 0.5),
+                                                ("side[k=20]", 0.05, 0.28), ("none", 0.01, 1.0)]):
+        rows += [_row(run_id=f"r{i}", defense=defense, value=clean),
+                 _row(run_id=f"r{i}", defense=defense, attack="pgd", threat_model="rel-l2",
+                      budget=0.04, goal="pair", value=pgd),
+                 _row(run_id=f"a{i}", defense=defense, attack="pgd", threat_model="rel-l2",
+                      budget=0.04, goal="pair", adaptive="a*", value=0.99,
+                      started_at="2026-02-01T00:00:00+00:00")]
+    append_rows(out, rows)
+
+
+def test_side_ablation_layout_keeps_the_paper_row_order_and_grey_box(tmp_path):
+    out = tmp_path / "runs.csv"
+    _side_rows(out)
+    md = render_table(str(out), layout="side-ablation")
+    body = [line for line in md.splitlines() if line.startswith("| ") and "Defense" not in line]
+    assert body == ["| w/o SSAT | 3.00% | 60.00% |", "| w/o Memory | 4.00% | 50.00% |",
+                    "| SIDE | 2.00% | 30.00% |"]  # the a* rows (99%) are not grey-box
+    clones = render_table(str(out), layout="side-clones")
+    assert "| k=10 | 2.00% | 30.00% |" in clones and "| k=20 | 5.00% | 28.00% |" in clones
+    assert "k=30" not in clones  # no rows, no line
+
+
+def test_a_star_rows_form_table_7_with_the_default_layout(tmp_path):
+    out = tmp_path / "runs.csv"
+    _side_rows(out)
+    md = render_table(str(out), filters={"adaptive": "a*"})
+    assert "| none | 1.00% | 99.00% |" in md and "| side | 2.00% | 99.00% |" in md
+
+
+def test_unknown_layout_is_a_clear_error(tmp_path):
+    out = tmp_path / "runs.csv"
+    append_rows(out, [_row()])
+    with pytest.raises(FacebenchError, match="unknown table layout 'nope'"):
+        render_table(str(out), layout="nope")
+    assert "defense-attack" in LAYOUTS.names()
+
+
+def test_variant_suffix_from_the_training_manifest(tmp_path):
+    class Side(EigenPurifier):
+        variant_defaults = {"use_memory": True, "ssat": True, "k": 10}
+
+    model = tmp_path / "model.pt"
+    assert EigenPurifier.variant_suffix(Side, model) == ""  # no manifest: plain name
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"config": {"use_memory": False, "ssat": True, "k": 20}}))
+    assert EigenPurifier.variant_suffix(Side, model) == "[no-memory,k=20]"
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"config": {"use_memory": True, "ssat": False, "k": 10}}))
+    assert EigenPurifier.variant_suffix(Side, model) == "[no-ssat]"
+
+
+def test_registry_prefix_families(monkeypatch):
+    reg = Registry("attack", "facebench.attacks")
+    reg._loaded = True  # no plugin package import for this toy registry
+    made = []
+
+    def factory(rest):
+        if rest != "Good":
+            raise FacebenchError(f"lib has no attack {rest!r}")
+        made.append(rest)
+        return type("LibGood", (), {})
+
+    reg.register_prefix("lib", factory, "attacks of lib")
+    assert reg.get("lib:Good").__name__ == "LibGood" and made == ["Good"]
+    assert "lib:Good" in reg and "other:Good" not in reg
+    assert reg.prefixes() == [("lib", "attacks of lib")]
+    with pytest.raises(FacebenchError, match="lib has no attack 'Bad'"):
+        reg.get("lib:Bad")
+    with pytest.raises(FacebenchError, match=r"lib:<Name>"):
+        reg.get("nothing")
+    with pytest.raises(ValueError):
+        reg.register_prefix("lib", lambda rest: None)

@@ -72,6 +72,8 @@ def _add_run(sub) -> None:
     a.add_argument("--minimal-eps", action="store_true",
                    help="binary-search the smallest successful budget per probe up to --eps; "
                    "adds median_min_eps")
+    a.add_argument("--minimal-eps-steps", type=int, default=10, metavar="N",
+                   help="--minimal-eps: bisection rounds per probe (default 10)")
     a.add_argument("--attack-param", action="append", metavar="KEY=VALUE",
                    help="any other attack option, e.g. random_start=false (repeatable)")
     o = p.add_argument_group("execution")
@@ -95,12 +97,13 @@ def cmd_run(args) -> int:
     if args.steps is not None:
         params["steps"] = args.steps
     if args.step_size is not None:
-        params["step_size"] = args.step_size / 255.0 if args.norm == "linf" else args.step_size
+        params["step_size"] = args.step_size  # eps units: attacks divide linf by 255 themselves
     cfg = RunConfig(
         recognizer=args.recognizer, dataset=args.dataset, protocol=args.protocol,
         pairs=args.pairs, defense=args.defense, attack=args.attack, norm=args.norm,
         eps=args.eps, goal=args.goal, adaptive=args.adaptive, eot_samples=args.eot_samples,
-        source=args.source, minimal_eps=args.minimal_eps, attack_params=params,
+        source=args.source, minimal_eps=args.minimal_eps,
+        minimal_eps_steps=args.minimal_eps_steps, attack_params=params,
         defense_params=_params(args.defense_param, "--defense-param"), seed=args.seed,
         batch_size=args.batch_size, device=args.device, out=args.out,
         data_home=args.data_home, pairs_file=args.pairs_file, image_root=args.image_root,

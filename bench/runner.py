@@ -53,6 +53,7 @@ class RunConfig:
     eot_samples: Optional[int] = None
     source: Optional[str] = None  # transfer: craft on "recognizer[+defense]", evaluate on ours
     minimal_eps: bool = False  # binary-search the smallest successful eps per probe
+    minimal_eps_steps: int = 10  # bisection rounds of --minimal-eps
     attack_params: Dict[str, Any] = field(default_factory=dict)
     defense_params: Dict[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -181,7 +182,7 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
         if cfg.minimal_eps:
             from .minimal_eps import wrap_minimal
 
-            attack = wrap_minimal(attack)
+            attack = wrap_minimal(attack, search_steps=cfg.minimal_eps_steps)
     source = parse_source(cfg.source) if cfg.source else None
     if attack is not None and getattr(attack, "knowledge", None) and (cfg.adaptive or source):
         raise FacebenchError(f"attack {cfg.attack!r} is already adaptive "

@@ -4,6 +4,11 @@ Attacks only talk to the ball through this class (radius, projection, steepest-a
 direction, random start), so a new norm is one edit here and every attack follows.
 ``rel-l2`` measures ‖δ‖₂/‖x‖₂, the I(ζ) budget of the SIDE paper, so one number means the
 same visual strength at any image size.
+
+A budget is normally one number for the whole batch. :meth:`ThreatModel.per_sample` gives one
+number per probe instead (an (N,) tensor ``eps``), which the minimal-perturbation mode uses to
+binary-search every probe's budget in lock-step: radius, projection, random start and step
+sizes derived from ``eps`` (PGD's 2.5·eps/steps) then all work per sample, unchanged.
 """
 from __future__ import annotations
 
@@ -41,6 +46,35 @@ class ThreatModel:
         self.norm = norm
         self.eps = eps
 
+    @classmethod
+    def per_sample(cls, norm: str, eps) -> "ThreatModel":
+        """A threat model with one budget per probe: ``eps`` is (N,) in the norm's units.
+
+        Every method then works row by row on batches of exactly N probes (a batch of another
+        size is an error); ``eps`` computed from it (e.g. 2.5·eps/steps) can be passed back
+        to :meth:`radius` as a tensor too.
+        """
+        if norm not in NORMS:
+            raise FacebenchError(f"unknown threat norm {norm!r}; choose from: {', '.join(NORMS)}")
+        try:
+            t = torch.as_tensor(eps, dtype=torch.float64).detach().cpu().reshape(-1).clone()
+        except (TypeError, ValueError, RuntimeError):
+            raise FacebenchError(f"per-sample eps must be numbers, got {eps!r}") from None
+        if t.numel() == 0:
+            raise FacebenchError("per-sample eps needs at least one value")
+        bad = torch.isnan(t) | torch.isinf(t) | (t < 0)
+        for v in (t[bad][:1].tolist() or [float(t.min()), float(t.max())]):
+            cls._check_eps(norm, v, "eps")
+        tm = cls.__new__(cls)
+        tm.norm = norm
+        tm.eps = t
+        return tm
+
+    @property
+    def is_per_sample(self) -> bool:
+        """True when ``eps`` is one budget per probe (see :meth:`per_sample`)."""
+        return isinstance(self.eps, torch.Tensor)
+
     @staticmethod
     def _check_eps(norm: str, eps: float, what: str) -> None:
         if math.isnan(eps) or eps < 0 or math.isinf(eps):
@@ -50,10 +84,24 @@ class ThreatModel:
         if norm == "rel-l2" and eps > 1:
             raise FacebenchError(f"rel-l2 {what} is ‖δ‖₂/‖x‖₂ and must be <= 1, got {eps}")
 
-    def radius(self, x: torch.Tensor, eps: float | None = None) -> torch.Tensor:
-        """Per-sample radius (N,) in pixel units of the norm; ``eps`` overrides (step sizes)."""
-        eps = self.eps if eps is None else float(eps)
+    def radius(self, x: torch.Tensor, eps: float | torch.Tensor | None = None) -> torch.Tensor:
+        """Per-sample radius (N,) in pixel units of the norm; ``eps`` overrides (step sizes).
+
+        ``eps`` (given, or this model's own) may be an (N,) tensor: one value per probe.
+        """
+        eps = self.eps if eps is None else eps
         n = x.shape[0]
+        if isinstance(eps, torch.Tensor) and eps.numel() != 1:
+            e = eps.detach().to(dtype=x.dtype, device=x.device).reshape(-1)
+            if e.numel() != n:
+                raise FacebenchError(
+                    f"per-sample eps has {e.numel()} values for a batch of {n} probes")
+            if self.norm == "linf":
+                return e / 255.0
+            if self.norm == "l2":
+                return e.clone()
+            return e * _flat_norm(x.detach())
+        eps = float(eps)
         if self.norm == "linf":
             return torch.full((n,), eps / 255.0, dtype=x.dtype, device=x.device)
         if self.norm == "l2":
@@ -118,13 +166,24 @@ class ThreatModel:
 
     def describe(self) -> str:
         """Short label for tables and logs, e.g. ``rel-l2 0.04`` or ``linf 8`` (in /255)."""
+        if self.is_per_sample:
+            return (f"{self.norm} per-sample {float(self.eps.min()):g}..{float(self.eps.max()):g}"
+                    f" ({self.eps.numel()} probes)")
         return f"{self.norm} {self.eps:g}"
 
     def __repr__(self) -> str:
+        if self.is_per_sample:
+            return f"ThreatModel.per_sample({self.norm!r}, {self.eps.tolist()!r})"
         return f"ThreatModel({self.norm!r}, {self.eps:g})"
 
+    def _key(self):
+        return (self.norm, tuple(self.eps.tolist()) if self.is_per_sample else self.eps,
+                self.is_per_sample)
+
     def __eq__(self, other) -> bool:
-        return isinstance(other, ThreatModel) and (self.norm, self.eps) == (other.norm, other.eps)
+        return isinstance(other, ThreatModel) and self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash((self.norm, self.eps))
+        if not self.is_per_sample:
+            return hash((self.norm, self.eps))
+        return hash(self._key())

@@ -118,6 +118,23 @@ def build_defense(name: str, params: Dict[str, Any], data_home=None, protocol=No
         raise FacebenchError(f"defense {name!r}: {exc}") from None
 
 
+def check_training_protocol(defense, dataset: str, protocol: str) -> None:
+    """Refuse to evaluate a learned defense on people it may have been trained on.
+
+    A model trained for ``dev-test`` holds out only dev-test's people; the other protocols'
+    pairs include people of its training split, so their numbers would be optimistic.
+    """
+    trained = (getattr(defense, "meta", None) or {}).get("protocol")
+    if dataset != "lfw" or trained is None or trained == protocol:
+        return
+    name = getattr(defense, "registry_name", type(defense).__name__)
+    raise FacebenchError(
+        f"the {name} model was trained on people held out of LFW {trained!r}, but this run "
+        f"evaluates {protocol!r}, whose pairs include some of its training people; train one "
+        f"for it (`facebench train {name} --protocol {protocol} --out-dir DIR`) and pass "
+        f"--defense-param checkpoint=DIR")
+
+
 def load_recognizer(name: str = "dlib-resnet", device: str = "cpu") -> torch.nn.Module:
     """A registered recognizer in eval mode: images in [0,1] NCHW RGB -> embeddings.
 
@@ -174,6 +191,7 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
     defense = build_defense(cfg.defense, cfg.defense_params, cfg.data_home,
                             cfg.protocol if cfg.dataset == "lfw" else None,
                             auto_train=cfg.auto_train, progress=cfg.progress)
+    check_training_protocol(defense, cfg.dataset, cfg.protocol)
     attack = None
     if cfg.attack != "none":
         eps = DEFAULT_EPS.get(cfg.norm) if cfg.eps is None else cfg.eps

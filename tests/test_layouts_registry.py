@@ -88,3 +88,16 @@ def test_registry_prefix_families(monkeypatch):
         reg.get("nothing")
     with pytest.raises(ValueError):
         reg.register_prefix("lib", lambda rest: None)
+
+
+def test_learned_defense_is_refused_on_another_protocol():
+    from types import SimpleNamespace
+
+    from facebench.runner import check_training_protocol
+
+    side = SimpleNamespace(meta={"protocol": "dev-test"}, registry_name="side")
+    check_training_protocol(side, "lfw", "dev-test")  # its own protocol: fine
+    check_training_protocol(SimpleNamespace(), "lfw", "10-fold")  # not learned: fine
+    check_training_protocol(side, "pairs", "x.csv")  # your own pairs: your call
+    with pytest.raises(FacebenchError, match="trained on people held out of LFW 'dev-test'"):
+        check_training_protocol(side, "lfw", "10-fold")

@@ -14,7 +14,8 @@ from .results import read_runs
 ATTACK_ORDER = ["none", "fgsm", "deepfool", "pgd", "cw"]
 DEFENSE_ORDER = ["none", "jpeg", "bit-depth", "median", "tvm", "quilting", "pin", "side"]
 PERCENT = {"eer", "tar_at_far_1e-3", "tar_at_far_1e-2", "acc_at_clean_thr", "asr",
-           "accuracy_10fold", "accuracy_10fold_std", "accuracy", "tar_at_thr", "frr_at_thr"}
+           "accuracy_10fold", "accuracy_10fold_std", "accuracy", "tar_at_thr", "frr_at_thr",
+           "far_at_thr", "impersonation_rate", "accuracy_grey_sticker"}
 #: metric families shown as percentages (tau_asr_<tau>)
 PERCENT_PREFIXES = ("tau_asr_",)
 

@@ -1,0 +1,327 @@
+"""AdvHat (Komkov & Petiushko 2019): one printed sticker on the forehead impersonates a target.
+
+SIDE's Table 6 uses it as a *physical* attack: a universal sticker, unbounded in intensity, is
+optimised so that anyone wearing it matches one target identity; a defense scores the share
+of stickered faces it still rejects. The attack therefore has its own protocol instead of the
+pair loop (``run_protocol``): threshold from the protocol's clean pairs, one photo each of up
+to ``n_people`` evaluation people, one sticker trained on people outside the protocol.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from facebench import adv_cache, sticker as S
+from facebench import metrics as M
+from facebench.attack import Attack
+from facebench.errors import FacebenchError
+from facebench.registry import register_attack
+
+INITS = ("grey", "random")
+FIGURE_FACES = 8
+#: parameters that only change the evaluation, not the trained sticker (not in its cache key)
+EVAL_ONLY = ("n_people", "gallery_photos")
+
+
+def _normalized_mean(emb: torch.Tensor) -> torch.Tensor:
+    """1×D template: the L2-normalised mean of L2-normalised embeddings."""
+    return F.normalize(F.normalize(emb.float(), dim=1).mean(0, keepdim=True), dim=1)
+
+
+def _person(path: str) -> str:
+    return Path(path).parent.name
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+@register_attack("advhat")
+class AdvHat(Attack):
+    """AdvHat universal forehead sticker (impersonation, SIDE Table 6; own protocol).
+
+    Training (grey-box by default: on the bare recognizer; ``--adaptive``: through the
+    defense with BPDA/EOT as it needs) minimises −cos(F(face+sticker), target) + λ·TV over
+    training-split faces, with AdvHat's parabolic bend and lean-back, a fresh random
+    placement per face and step (EOT), and AdvHat's two-stage sign-momentum optimiser.
+    ``steps=0`` evaluates the initial sticker. Each stickered face is then verified against
+    each of the target's enrolled gallery photos, at the protocol's clean threshold.
+    Parameters: ``target`` (LFW name; default the evaluation-split person with most photos),
+    ``target_photos`` (attacker's photos, averaged into the training template),
+    ``gallery_photos`` (other photos of the target enrolled in the system; 1 = SIDE's single
+    target image), ``n_people`` (evaluation faces), ``train_images`` (training-split crops to
+    draw from), ``batch`` (faces per step), ``step_size`` (stage-1 step, pixel units; stage
+    2 uses a fifth), ``tv_weight`` (λ), ``bend``/``tilt`` (off-plane placement), ``init``
+    (grey, random or a PNG of the sticker's size).
+    """
+
+    cacheable = False
+    defaults = {"steps": 300, "batch": 16, "step_size": 5 / 255, "tv_weight": 0.3,
+                "target": None, "target_photos": 10, "gallery_photos": 5, "n_people": 1000,
+                "train_images": 3000,
+                "bend": S.ADVHAT_BEND, "tilt": S.ADVHAT_TILT, "init": "grey"}
+
+    def validate(self) -> None:
+        self._int_at_least("steps", 0)
+        for key in ("batch", "target_photos", "gallery_photos", "n_people", "train_images"):
+            self._int_at_least(key, 1)
+        self._positive("step_size")
+        if self.step_size > 1:
+            raise FacebenchError(f"advhat step_size is in [0, 1] pixel units, got {self.step_size}")
+        self._non_negative("tv_weight")
+        self._number("bend", -2.0, strict=False)
+        if self.bend > 2:
+            raise FacebenchError(
+                f"advhat bend must be in [-2, 2] (depth / half width), got {self.bend}")
+        self._number("tilt", -80.0, strict=False)
+        if self.tilt > 80:
+            raise FacebenchError(f"advhat tilt must be in [-80, 80] degrees, got {self.tilt}")
+        if self.target is not None and (not isinstance(self.target, str) or not self.target):
+            raise FacebenchError(f"advhat target must be an LFW person name, got {self.target!r}")
+        if not isinstance(self.init, str) or (self.init not in INITS
+                                              and not Path(self.init).is_file()):
+            raise FacebenchError(f"advhat init must be one of {', '.join(INITS)} or a PNG file, "
+                                 f"got {self.init!r}")
+
+    def perturb(self, model, probe, gallery_emb, dodge, thr):
+        raise FacebenchError("advhat has its own protocol (one universal sticker vs a target); "
+                             "run it with `facebench run --attack advhat`")
+
+    # -- pieces, usable on their own ------------------------------------------------------
+    def placement(self, crop_hw) -> S.Placement:
+        return S.forehead_placement(crop_hw, bend=self.bend, tilt=self.tilt)
+
+    def initial_sticker(self, place: S.Placement, seed: int = 0) -> torch.Tensor:
+        hw = (place.height, place.width)
+        if self.init == "grey":
+            return torch.full((3, *hw), 127 / 255)
+        if self.init == "random":
+            return torch.rand((3, *hw), generator=torch.Generator().manual_seed(seed))
+        return S.load_png(self.init, hw)
+
+    def train(self, model, faces_u8: np.ndarray, template: torch.Tensor, place: S.Placement,
+              seed: int = 0, device="cpu", progress: bool = True):
+        """(sticker 3×h×w, mean target cosine over the last tenth of the steps).
+
+        ``template`` is the 1×D target embedding in ``model``'s space; each step draws
+        ``batch`` faces and one random placement per face.
+        """
+        from facebench.embed import to_float
+
+        gen = torch.Generator().manual_seed(seed)
+        sticker = self.initial_sticker(place, seed).to(device)
+        opt = S.SignMomentum(self.steps, self.step_size)
+        jitter = S.Jitter()
+        recent = []
+        bar = tqdm(range(self.steps), desc="advhat sticker", unit="step", disable=not progress)
+        for _ in bar:
+            idx = torch.randint(len(faces_u8), (self.batch,), generator=gen).numpy()
+            faces = to_float(faces_u8[idx], device)
+            params = jitter.sample(place, self.batch, gen, device)
+            with torch.enable_grad():
+                s = sticker.detach().requires_grad_(True)
+                emb = model(S.apply(s, faces, place, params)).float()
+                cos = F.cosine_similarity(emb, template.to(emb.device).expand_as(emb), dim=1)
+                loss = -cos.mean() + self.tv_weight * S.tv_loss(s)
+                (grad,) = torch.autograd.grad(loss, s)
+            sticker = opt.step(sticker, grad)
+            recent.append(float(cos.detach().mean()))
+            bar.set_postfix(cos=f"{recent[-1]:.3f}", stage=opt.stage())
+        bar.close()
+        tail = recent[-max(1, len(recent) // 10):]
+        return sticker.detach(), (float(np.mean(tail)) if tail else float("nan"))
+
+    # -- the protocol --------------------------------------------------------------------
+    def run_protocol(self, *, cfg, recognizer, defense, defended, device, make_rows, emit):
+        from facebench.adaptive import adaptive_target
+        from facebench.data import (default_cache_dir, ensure_lfw, lfw_pairs, lfw_people,
+                                    load_aligned, pair_images, resolve_data_home,
+                                    training_split)
+        from facebench.data.align import aligner_for
+        from facebench.embed import embed_images, to_float
+        from facebench.trainer import evenly_spaced
+
+        if cfg.dataset != "lfw":
+            raise FacebenchError("advhat needs identities: it runs on --dataset lfw only")
+        if cfg.source:
+            raise FacebenchError("advhat does not support --source (transfer) yet")
+        if cfg.goal == "dodging":
+            raise FacebenchError("advhat is an impersonation attack; use --goal impersonation")
+        t0 = time.perf_counter()
+        home = ensure_lfw(resolve_data_home(cfg.data_home), cfg.protocol, download=cfg.download)
+        people = lfw_people(home)
+        full = lfw_pairs(home, cfg.protocol)
+        first_photo = {}
+        for path in full.unique_paths():  # each evaluation person's first photo in the protocol
+            first_photo.setdefault(_person(path), path)
+        target = self._choose_target(people, first_photo)
+        eval_names = sorted(n for n in first_photo if n != target)
+        if not eval_names:
+            raise FacebenchError(f"protocol {cfg.protocol!r} has nobody to evaluate besides "
+                                 f"the target {target!r}")
+        if self.n_people < len(eval_names):
+            pick = np.random.default_rng(cfg.seed).choice(len(eval_names), self.n_people,
+                                                          replace=False)
+            eval_names = [eval_names[i] for i in sorted(pick)]
+        eval_paths = [first_photo[n] for n in eval_names]
+        # the attacker's photos and the system's gallery photos of the target are disjoint
+        target_paths = evenly_spaced(people[target][0::2], self.target_photos)
+        gallery_paths = evenly_spaced(people[target][1::2], self.gallery_photos)
+        train_paths = evenly_spaced([p for p in training_split(home, cfg.protocol)
+                                     if _person(p) != target], self.train_images)
+        if not train_paths:
+            raise FacebenchError(f"the training split of {cfg.protocol!r} has no images")
+
+        aligner = aligner_for("lfw", recognizer)
+        place = self.placement(aligner.out_size)
+        cache = default_cache_dir()
+
+        def crops(paths, key):
+            return load_aligned(paths, aligner, cache, cache_key=f"lfw_{cfg.protocol}_{key}",
+                                progress=cfg.progress, root=home)
+
+        # --- clean: the protocol's threshold through the defended system -------------------
+        pairs = full.subset(cfg.pairs, cfg.seed) if cfg.pairs is not None else full
+        images, idx_a, idx_b = pair_images(pairs, aligner, progress=cfg.progress)
+        emb = embed_images(defended, images, cfg.batch_size, device, "clean pairs", cfg.progress)
+        scores = M.cosine_similarity(emb[idx_a], emb[idx_b]).numpy()
+        same = np.asarray(pairs.same, dtype=bool)
+        thr = M.best_threshold(scores, same)
+        tar = float(np.mean(scores[same] >= thr)) if same.any() else float("nan")
+        far = float(np.mean(scores[~same] >= thr)) if (~same).any() else float("nan")
+        faces_u8 = crops(eval_paths, "advhat_eval")
+        target_u8 = crops(target_paths, "advhat_target")
+        gallery = embed_images(defended, crops(gallery_paths, "advhat_gallery"),
+                               cfg.batch_size, device, "gallery", cfg.progress)
+        clean_cos = self._target_cos(defended, faces_u8, None, place, gallery, cfg, device)
+        rows = make_rows(len(eval_paths), cfg.protocol)
+        emit(rows.make({"threshold": thr, "tar_at_thr": tar, "frr_at_thr": 1 - tar,
+                        "far_at_thr": far, "accuracy": float(np.mean(clean_cos < thr)),
+                        "mean_target_cos": float(clean_cos.mean())},
+                       time.perf_counter() - t0))
+
+        # --- train the sticker ---------------------------------------------------------------
+        t0 = time.perf_counter()
+        if cfg.adaptive:  # through the defense: plain gradients, BPDA and/or EOT as it needs
+            model, adaptive = adaptive_target(defense, recognizer, cfg.eot_samples)
+            model = model.to(device).eval()
+        else:  # grey-box, as in SIDE: trained on the bare recognizer, whatever the defense
+            model, adaptive = recognizer, "none"
+        with torch.no_grad():
+            attack_template = _normalized_mean(model(to_float(target_u8, device)))
+        key = None
+        sticker = None
+        if adaptive == "none" and cfg.adv_cache and self.init in INITS:
+            key = self._cache_key(cfg, aligner.key, target_paths, train_paths)
+            cached = adv_cache.load(key, (4, place.height, place.width))
+            if cached is not None:  # channel 3 holds the training cosine
+                sticker = torch.from_numpy(cached[:3].copy()).to(device)
+                train_cos = float(cached[3, 0, 0])
+                if cfg.progress:
+                    print(f"reusing the cached grey-box advhat sticker (target {target})")
+        if sticker is None:
+            train_u8 = crops(train_paths, "train")
+            sticker, train_cos = self.train(model, train_u8, attack_template, place, cfg.seed,
+                                            device, cfg.progress)
+            if key is not None:
+                stored = torch.cat([sticker.cpu(), torch.full_like(sticker[:1].cpu(), train_cos)])
+                adv_cache.save(key, stored.numpy())
+        train_s = time.perf_counter() - t0
+
+        # --- evaluate: fixed placement on every evaluation face, through the defense --------
+        adv_cos = self._target_cos(defended, faces_u8, sticker, place, gallery, cfg, device)
+        grey = torch.full_like(sticker, 127 / 255)
+        grey_cos = self._target_cos(defended, faces_u8, grey, place, gallery, cfg, device)
+        accuracy = float(np.mean(adv_cos < thr))
+        budget = place.height * place.width / float(np.prod(aligner.out_size))
+        emit(rows.make({"accuracy": accuracy, "impersonation_rate": 1 - accuracy,
+                        "mean_target_cos": float(adv_cos.mean()),
+                        "accuracy_grey_sticker": float(np.mean(grey_cos < thr)),
+                        "mean_target_cos_grey_sticker": float(grey_cos.mean()),
+                        "train_target_cos": train_cos, "train_steps": self.steps,
+                        "train_s": train_s},
+                       time.perf_counter() - t0, attack=self.name,
+                       threat_model=f"sticker:{target}",
+                       budget=round(budget, 6), goal="impersonation", adaptive=adaptive))
+        if cfg.out:
+            self._save(Path(cfg.out).parent / "advhat", cfg, target, adaptive, sticker,
+                       faces_u8, place, defense, adv_cos, thr, device)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _choose_target(self, people, first_photo) -> str:
+        """The named person, or the evaluation-split person with the most LFW photos."""
+        if self.target is None:
+            return min(first_photo, key=lambda n: (-len(people.get(n, [])), n))
+        if self.target not in people:
+            import difflib
+
+            close = difflib.get_close_matches(self.target, people, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise FacebenchError(f"advhat target {self.target!r} is not an LFW person{hint}")
+        if len(people[self.target]) < 2:
+            raise FacebenchError(f"advhat target {self.target!r} has one LFW photo; it needs two "
+                                 "(the attacker's and the gallery's)")
+        return self.target
+
+    @torch.no_grad()
+    def _target_cos(self, defended, faces_u8, sticker, place, gallery, cfg, device):
+        """faces × gallery cosines of the faces (stickered at the fixed placement, or clean)."""
+        from facebench.embed import to_float
+
+        out = []
+        desc = "clean faces" if sticker is None else "stickered faces"
+        for start in tqdm(range(0, len(faces_u8), cfg.batch_size), desc=desc, unit="batch",
+                          disable=not cfg.progress, leave=False):
+            x = to_float(faces_u8[start:start + cfg.batch_size], device)
+            if sticker is not None:
+                x = S.apply(sticker, x, place)
+            emb = defended(x).float()
+            if not torch.isfinite(emb).all():
+                raise FacebenchError("advhat: the defended system returned NaN/inf embeddings")
+            out.append(F.normalize(emb, dim=1).cpu() @ F.normalize(gallery.float(), dim=1).T)
+        return torch.cat(out).numpy()
+
+    def _cache_key(self, cfg, aligner_key, target_paths, train_paths) -> str:
+        h = hashlib.sha256()
+        for mod in (AdvHat, S):
+            h.update(inspect.getsource(mod).encode())
+        payload = json.dumps({
+            "kind": "advhat-sticker", "recognizer": cfg.recognizer, "protocol": cfg.protocol,
+            "aligner": aligner_key, "seed": cfg.seed,
+            "params": {k: v for k, v in self.params.items() if k not in EVAL_ONLY},
+            "target": hashlib.sha256("\n".join(target_paths).encode()).hexdigest(),
+            "train": hashlib.sha256("\n".join(train_paths).encode()).hexdigest(),
+            "source": h.hexdigest()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+    def _save(self, folder: Path, cfg, target, adaptive, sticker, faces_u8, place, defense,
+              adv_cos, thr, device) -> None:
+        """The sticker PNG and a figure of a few stickered evaluation faces."""
+        from facebench.embed import to_float
+
+        tag = f"{_slug(target)}_{_slug(cfg.defense)}"
+        tag += "" if adaptive == "none" else f"_adaptive-{_slug(adaptive)}"
+        tag += f"_seed{cfg.seed}"
+        S.save_png(sticker, folder / f"sticker_{tag}.png")
+        pick = np.unique(np.linspace(0, len(faces_u8) - 1, min(FIGURE_FACES, len(faces_u8)))
+                         .round().astype(int))
+        clean = to_float(faces_u8[pick], device)
+        stuck = S.apply(sticker, clean, place)
+        rows = [("clean", clean), ("with the sticker", stuck)]
+        if cfg.defense != "none" and getattr(defense, "purifier", False):
+            with torch.no_grad():
+                rows.append((f"after {cfg.defense}", defense(stuck).clamp(0, 1)))
+        best = adv_cos[pick].max(axis=1)  # the gallery photo each face comes closest to
+        captions = [f"cos {c:.3f}{' *' if c >= thr else ''}" for c in best]
+        note = (f"cos: highest cosine to a gallery photo of {target} through {cfg.defense}; "
+                f"* = accepted as {target} (threshold {thr:.4f})")
+        S.save_figure(folder / f"faces_{tag}.png", sticker.cpu(),
+                      [(t, x.cpu()) for t, x in rows], captions, note)

@@ -1,0 +1,66 @@
+"""SIDE Table 6: the AdvHat sticker attack, one row per defense (``--layout table6``).
+
+Columns come from the latest ``advhat`` run of each defense (and target): the protocol's clean
+threshold and TAR there, then the share of evaluation faces the system still rejects as the
+target — without a sticker, with a plain grey sticker (occlusion alone) and with the trained
+AdvHat sticker, the paper's "accuracy". The ``metric`` argument is ignored: the columns are
+fixed.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from facebench.errors import FacebenchError
+from facebench.registry import register_layout
+from facebench.report import DEFENSE_ORDER, filter_rows, markdown, scope_text
+
+#: (header, attack column of the run: "none" = its clean rows, metric, shown as)
+COLUMNS = [
+    ("Threshold", "none", "threshold", "{:.4f}"),
+    ("Clean TAR@thr", "none", "tar_at_thr", "pct"),
+    ("No sticker", "none", "accuracy", "pct"),
+    ("Grey sticker", "advhat", "accuracy_grey_sticker", "pct"),
+    ("AdvHat accuracy", "advhat", "accuracy", "pct"),
+    ("Mean cos to target", "advhat", "mean_target_cos", "{:.4f}"),
+    ("Steps", "advhat", "train_steps", "{:.0f}"),
+]
+
+
+def _cell(value, fmt: str) -> str:
+    if value is None or pd.isna(value):
+        return "–"
+    return f"{100 * value:.2f}%" if fmt == "pct" else fmt.format(value)
+
+
+@register_layout("table6", "SIDE Table 6: AdvHat sticker accuracy per defense")
+def table6_layout(df: pd.DataFrame, metric: str, filters, source: str) -> str:
+    df = filter_rows(df, filters)
+    attacked = df[df["attack"] == "advhat"]
+    if attacked.empty:
+        raise FacebenchError(f"no advhat rows match the filters in {source}; run "
+                             "`facebench run --attack advhat` first")
+    # the newest advhat run per (defense, target, attacker knowledge); its clean rows share
+    # its run_id
+    runs = (attacked.sort_values("started_at")
+            .groupby(["defense", "threat_model", "adaptive"], sort=False)["run_id"].last())
+    order = sorted(runs.index, key=lambda k: (DEFENSE_ORDER.index(k[0]) if k[0] in
+                                              DEFENSE_ORDER else len(DEFENSE_ORDER), k))
+    targets = sorted({k[1].partition(":")[2] or "?" for k in order})
+    knowledge = sorted({k[2] for k in order})
+    header = ["Defense"] + (["Target"] if len(targets) > 1 else []) + \
+        (["Adaptive"] if len(knowledge) > 1 else []) + [c[0] for c in COLUMNS]
+    body = []
+    for key in order:
+        rows = df[df["run_id"] == runs[key]]
+        values = {(a, m): v for a, m, v in zip(rows["attack"], rows["metric"], rows["value"])}
+        line = [key[0]] + ([key[1].partition(":")[2]] if len(targets) > 1 else []) + \
+            ([key[2]] if len(knowledge) > 1 else [])
+        line += [_cell(values.get((a, m)), fmt) for _, a, m, fmt in COLUMNS]
+        body.append(line)
+    n_faces = sorted(set(attacked["n_pairs"].astype(int)))
+    scope = scope_text(filters)
+    title = ("**AdvHat sticker attack** (SIDE Table 6; accuracy = share of face-vs-target "
+             "verifications rejected at the clean threshold, higher is better"
+             + (f"; target {targets[0]}" if len(targets) == 1 else "")
+             + f"; {', '.join(map(str, n_faces))} faces" + (f"; {scope}" if scope else "") + ")")
+    return markdown(header, body, title, source)

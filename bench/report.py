@@ -17,14 +17,17 @@ PERCENT = {"eer", "tar_at_far_1e-3", "tar_at_far_1e-2", "acc_at_clean_thr", "asr
            "accuracy_10fold", "accuracy_10fold_std", "accuracy", "tar_at_thr", "frr_at_thr",
            "far_at_thr", "impersonation_rate", "accuracy_grey_sticker"}
 #: metric families shown as percentages (tau_asr_<tau>)
-PERCENT_PREFIXES = ("tau_asr_",)
+PERCENT_PREFIXES = ("tau_asr_", "evo_")
+#: metric families shown in scientific notation (the Evolutionary attack's MSEs)
+SCIENTIFIC_PREFIXES = ("mse_",)
 
 
 def _fmt(metric: str, value: float) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    percent = metric in PERCENT or metric.startswith(PERCENT_PREFIXES)
-    return f"{100 * value:.2f}%" if percent else f"{value:.4f}"
+    if metric in PERCENT or metric.startswith(PERCENT_PREFIXES):
+        return f"{100 * value:.2f}%"
+    return f"{value:.2e}" if metric.startswith(SCIENTIFIC_PREFIXES) else f"{value:.4f}"
 
 
 def summary_table(df: pd.DataFrame) -> str:

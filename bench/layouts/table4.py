@@ -1,0 +1,61 @@
+"""SIDE paper Table 4: MSE left by the Evolutionary attack after 1k / 5k / 10k queries.
+
+Rows = defense, columns = (dodging, impersonation) × query budget. Cells read the metrics
+``mse_dodging_at_<q>`` / ``mse_impersonation_at_<q>`` of ``evolutionary`` runs: a pair run
+fills both halves, a dodging or impersonation run one; the newest run wins per cell. Higher
+means a stronger defense. MSE is in [0, 1] pixel units (the paper's [−1, 1] units are ×4).
+The ``metric`` argument is not used: the table always shows these MSEs. Attack-side filters
+(goal, adaptive, threat model, budget) are ignored too: the goals are the columns, the attack
+is always decision-based (adaptive "query") and unbounded (the eps in its rows means nothing).
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import pandas as pd
+
+from facebench.errors import FacebenchError
+from facebench.registry import register_layout
+from facebench.report import DEFENSE_ORDER, filter_rows, latest, markdown, scope_text
+
+ATTACK = "evolutionary"
+MODES = ("dodging", "impersonation")
+IGNORED = ("goal", "adaptive", "threat_model", "budget")
+_METRIC = re.compile(r"^mse_(dodging|impersonation)_at_(\d+)$")
+
+
+def fmt_mse(value) -> str:
+    """Scientific with a short exponent, as in the paper: 0.00123 -> 1.23e-3."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+@register_layout("table4", "rows = defense, columns = goal × queries: Evolutionary MSE "
+                 "(SIDE Table 4)")
+def table4_layout(df: pd.DataFrame, metric: str, filters, source: str) -> str:
+    filters = {k: v for k, v in (filters or {}).items() if k not in IGNORED}
+    df = filter_rows(df, filters)
+    df = df[df["attack"] == ATTACK]
+    parsed = df["metric"].astype(str).str.extract(_METRIC)
+    df = df.assign(mode=parsed[0], queries=pd.to_numeric(parsed[1])).dropna(subset=["mode"])
+    if df.empty:
+        raise FacebenchError(f"no {ATTACK} rows with mse_<goal>_at_<queries> metrics match "
+                             f"the filters in {source}; run `facebench run --attack {ATTACK}`")
+    df = df.assign(queries=df["queries"].astype(int))
+    cell = latest(df, ["defense", "mode", "queries"])["value"]
+    budgets = sorted(df["queries"].unique())
+    cols = [(mode, q) for mode in MODES for q in budgets]
+    defenses = sorted(df["defense"].unique(),
+                      key=lambda d: (DEFENSE_ORDER.index(d) if d in DEFENSE_ORDER
+                                     else len(DEFENSE_ORDER), d))
+    header = ["Defense"] + [f"{mode.capitalize()} {q}" for mode, q in cols]
+    body = [[d] + [fmt_mse(cell.get((d, mode, q), math.nan)) for mode, q in cols]
+            for d in defenses]
+    scope = scope_text(filters)
+    title = ("**Evolutionary attack: MSE to the clean probe after N queries** (rows: defense, "
+             "columns: goal × queries; [0, 1] pixel units, higher = stronger defense"
+             f"{'; ' + scope if scope else ''})")
+    return markdown(header, body, title, source)

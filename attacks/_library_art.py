@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facebench.attacks.library import LibraryAttack
+from facebench.attacks.library import LibraryAttack, TwoLogitVerifier
 from facebench.errors import FacebenchError
 
 
@@ -105,6 +105,13 @@ class Backend(LibraryAttack):
             raise FacebenchError(f"cannot build {self.name} with {self.params}: {msg}") from None
 
     def run_library(self, net, x, labels):
+        if not self.gradient_based and x.shape[0] > 1:
+            # decision-based ART attacks query one sample at a time with noise starts and
+            # probe clouds that cannot be matched back to a pair: run each pair on its own
+            return torch.cat([self.run_library(
+                TwoLogitVerifier(net.model, x[i:i + 1], net.gallery[i:i + 1], net.thr,
+                                 net.scale), x[i:i + 1], labels[i:i + 1])
+                for i in range(x.shape[0])])
         kwargs = self.kwargs_for(x)
         attack = self.library_class(_classifier(net, x.shape[1:], x.device), **kwargs)
         # ART draws its random starts from numpy's global generator: seed it from torch's,

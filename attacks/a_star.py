@@ -10,6 +10,7 @@ the selector. Rows record the base attack (fgsm / deepfool / pgd) in the ``attac
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -110,6 +111,15 @@ class AStar(Attack):
         stamp = f"{path}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
         return f"a-star[{stamp}]({self.inner!r}, n_components={self.n_components})"
 
+    def bind_defense(self, defense) -> None:
+        """With ``basis`` naming the evaluated defense (side, pin), use *its* model's basis."""
+        path = getattr(defense, "checkpoint_path", None)
+        if path and self.params["basis"] == getattr(defense, "defense_name", None):
+            self.params["basis"] = path
+            self._basis = None
+
     def perturb(self, model, probe, gallery_emb, dodge, thr):
         surrogate = SuperAntibody(model, self.eigenbasis().to(probe.device))
-        return self.inner.perturb(surrogate, probe, gallery_emb, dodge, thr)
+        base = copy.copy(self.inner)
+        base.threat = self.threat  # a per-sample budget (--minimal-eps) reaches the base attack
+        return base.perturb(surrogate, probe, gallery_emb, dodge, thr)

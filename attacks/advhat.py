@@ -307,7 +307,7 @@ class AdvHat(Attack):
         """The sticker PNG and a figure of a few stickered evaluation faces."""
         from facebench.embed import to_float
 
-        tag = f"{_slug(target)}_{_slug(cfg.defense)}"
+        tag = f"{_slug(target)}_{_slug(getattr(defense, 'row_name', cfg.defense))}"
         tag += "" if adaptive == "none" else f"_adaptive-{_slug(adaptive)}"
         tag += f"_seed{cfg.seed}"
         S.save_png(sticker, folder / f"sticker_{tag}.png")

@@ -253,7 +253,7 @@ class LibraryAttack(Attack):
             adv = self.run_library(net, x, labels_for(d))
         except FacebenchError:
             raise
-        except (TypeError, ValueError, AssertionError, NotImplementedError) as exc:
+        except (TypeError, ValueError, AssertionError, NotImplementedError, RuntimeError) as exc:
             msg = " ".join(str(exc).split()) or type(exc).__name__
             raise FacebenchError(f"{self.name} failed: {msg}") from None
         adv = torch.as_tensor(adv).to(device=x.device, dtype=x.dtype).reshape(x.shape)

@@ -49,6 +49,10 @@ class MinimalEps(Attack):
         if getattr(inner, "unbounded", False):
             raise FacebenchError(f"--minimal-eps needs a bounded attack; {inner.name} ignores "
                                  "the budget (read its own size metrics instead)")
+        if getattr(inner, "library_class", None) is not None or type(inner).__module__.startswith(
+                "facebench.attacks._library"):
+            raise FacebenchError(f"--minimal-eps cannot wrap {inner.name}: library attacks take "
+                                 "one budget per batch")
         if inner.threat.is_per_sample:
             raise FacebenchError("--minimal-eps needs one upper budget, not a per-sample one")
         self.inner = inner
@@ -58,6 +62,20 @@ class MinimalEps(Attack):
     @property
     def name(self) -> str:
         return self.inner.name
+
+    @property
+    def knowledge(self):
+        """The wrapped attack's attacker knowledge (a* stays a*)."""
+        return getattr(self.inner, "knowledge", None)
+
+    @property
+    def row_attack(self) -> str:
+        """``pgd[min-eps]``: minimal-budget rows never replace the fixed-budget cells."""
+        return f"{getattr(self.inner, 'row_attack', self.inner.name)}[min-eps]"
+
+    def bind_defense(self, defense) -> None:
+        if hasattr(self.inner, "bind_defense"):
+            self.inner.bind_defense(defense)
 
     def validate(self) -> None:
         self._int_at_least("search_steps", 1)

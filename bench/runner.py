@@ -236,6 +236,8 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
         pairs = pairs.subset(cfg.pairs, cfg.seed)
     recognizer = load_recognizer(cfg.recognizer, device)
     defended = defense.wrap(recognizer).to(device).eval()
+    # the transfer source is built before any row is written: its errors lose nothing
+    src = _build_source(source, recognizer, cfg, device) if source is not None else None
     aligner = aligner_for(cfg.dataset, recognizer)
     images, idx_a, idx_b = pair_images(pairs, aligner, progress=cfg.progress)
     protocol = cfg.protocol if cfg.dataset != "pairs" else Path(cfg.pairs_file).name
@@ -261,17 +263,26 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
     t0 = time.perf_counter()
     attacked, dodge = attacked_mask(cfg.goal, torch.from_numpy(same))
     attacked, dodge = attacked.numpy(), dodge.numpy()
+    if hasattr(attack, "bind_defense"):  # e.g. a* takes the evaluated SIDE model's basis
+        attack.bind_defense(defense)
     craft_emb, craft_thr = emb, thr  # what the attacker compares against
     if not attack.gradient_based:  # decision-based: queries the deployed recognizer∘defense
         target, adaptive = defended, "query"
     elif source is not None:  # transfer: crafted on another (defended) recognizer
-        target, adaptive, craft_emb, craft_thr = _source_target(
-            source, recognizer, cfg, device, images, idx_a, idx_b, same)
+        target, adaptive, craft_emb, craft_thr = _source_view(
+            src, cfg, device, images, idx_a, idx_b, same)
     elif cfg.adaptive:  # through the defense: plain gradients, BPDA and/or EOT as it needs
         target, adaptive = adaptive_target(defense, recognizer, cfg.eot_samples)
     else:  # grey-box: crafted on the bare recognizer (or a fixed surrogate built on it, as
-        # a* is), then the defense is applied
+        # a* is), then the defense is applied. The attacker ignores the defense entirely, so
+        # it also compares against bare gallery embeddings and the bare clean threshold; the
+        # examples are then the same for every defense (and cached as such).
         target, adaptive = recognizer, getattr(attack, "knowledge", None) or "none"
+        if cfg.defense != "none":
+            craft_emb = embed_images(recognizer, images, cfg.batch_size, device, "bare",
+                                     cfg.progress)
+            craft_thr = M.best_threshold(
+                M.cosine_similarity(craft_emb[idx_a], craft_emb[idx_b]).numpy(), same)
     greybox = attack.gradient_based and source is None and not cfg.adaptive
     row_attack = getattr(attack, "row_attack", cfg.attack)
     pick = np.flatnonzero(attacked)
@@ -343,14 +354,8 @@ def parse_source(spec: str):
     return name, defense_name or "none"
 
 
-def _source_target(source, recognizer, cfg: RunConfig, device, images, idx_a, idx_b,
-                   same):
-    """Transfer attacker's view: the source model, its gallery embeddings and threshold.
-
-    The attacker has no access to the target, so it compares against embeddings (and a clean
-    threshold) of its own source model, differentiating through a source defense with plain
-    gradients or BPDA/EOT as that defense needs.
-    """
+def _build_source(source, recognizer, cfg: RunConfig, device):
+    """(source recognizer, source defense) for a transfer run, checked against ours."""
     name, defense_name = source
     src = load_recognizer(name, device)
     src_defense = build_defense(defense_name, {}, cfg.data_home,
@@ -360,6 +365,18 @@ def _source_target(source, recognizer, cfg: RunConfig, device, images, idx_a, id
         # the probes are the target's aligned crops; another geometry would need re-alignment
         raise FacebenchError(f"source {name!r} takes another input size than {cfg.recognizer!r}; "
                              "transfer between geometries is not supported yet")
+    check_training_protocol(src_defense, cfg.dataset, cfg.protocol)
+    return src, src_defense
+
+
+def _source_view(built, cfg: RunConfig, device, images, idx_a, idx_b, same):
+    """Transfer attacker's view: the source model, its gallery embeddings and threshold.
+
+    The attacker has no access to the target, so it compares against embeddings (and a clean
+    threshold) of its own source model, differentiating through a source defense with plain
+    gradients or BPDA/EOT as that defense needs.
+    """
+    src, src_defense = built
     target, _ = adaptive_target(src_defense, src, cfg.eot_samples)
     src_clean = src_defense.wrap(src).to(device).eval()
     src_emb = embed_images(src_clean, images, cfg.batch_size, device, "source", cfg.progress)

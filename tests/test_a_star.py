@@ -125,3 +125,31 @@ def test_a_star_on_lfw_with_a_real_eigenbasis(shared_data, tmp_path, monkeypatch
         facebench.run(protocol="dev-test", pairs=6, attack="a-star", adaptive=True,
                       attack_params={"basis": str(path), "n_components": 30},
                       data_home=str(shared_data), out=None, progress=False)
+
+
+def test_minimal_eps_reaches_the_base_attack_and_keeps_a_star_labels(basis_file):
+    from facebench.minimal_eps import wrap_minimal
+
+    wrapped = wrap_minimal(_attack(basis_file, norm="l2", eps=4.0, base="fgsm"), search_steps=3)
+    assert wrapped.knowledge == "a*" and wrapped.row_attack == "fgsm[min-eps]"
+    astar = wrapped.inner
+    budgets = torch.tensor([0.5, 2.0])
+    astar.threat = ThreatModel.per_sample("l2", budgets)
+    x = torch.full((2, 3, SIZE, SIZE), 0.5)
+    adv = astar(Linear(), x, torch.randn(2, 8), torch.tensor([True, False]), 0.3)
+    sizes = (adv - x).flatten(1).norm(dim=1)
+    assert torch.all(sizes <= budgets + 1e-4) and sizes[0] < 0.6  # each probe its own budget
+
+
+def test_bind_defense_takes_the_evaluated_models_basis(tmp_path, basis_file):
+    from types import SimpleNamespace
+
+    attack = _attack(basis_file)
+    attack.params["basis"] = "side"
+    model = tmp_path / "model.pt"  # beside basis_file's eigen.pt
+    model.touch()
+    attack.bind_defense(SimpleNamespace(checkpoint_path=str(model), defense_name="side"))
+    assert attack.params["basis"] == str(model) and attack.eigenbasis().k == 12
+    other = _attack(basis_file)  # an explicit basis is left alone
+    other.bind_defense(SimpleNamespace(checkpoint_path="elsewhere", defense_name="side"))
+    assert other.params["basis"] == str(basis_file)

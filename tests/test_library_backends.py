@@ -215,3 +215,26 @@ def test_repr_names_the_library_version():
     assert f"torchattacks={torchattacks.__version__}" in repr(a)
     assert repr(a) == repr(build_attack(PGD["torchattacks"], ThreatModel("linf", 4),
                                         {"steps": 2}))
+
+
+def test_art_decision_based_attack_queries_each_pair_against_its_own_gallery(toy, monkeypatch):
+    """HopSkipJump attacks one sample at a time with noise starts that cannot be matched back
+    to a pair, so every pair runs in a verifier holding only its own gallery."""
+    need("art")
+    rec, x, g, dodge, thr = toy
+    pairs_per_query = []
+    original = TwoLogitVerifier.rows
+
+    def spy(self, inp):
+        pairs_per_query.append(self.probes.shape[0])
+        return original(self, inp)
+
+    monkeypatch.setattr(TwoLogitVerifier, "rows", spy)
+    attack = build_attack("art:HopSkipJump", ThreatModel("l2", 20.0),
+                          {"max_iter": 2, "max_eval": 20, "init_eval": 5, "init_size": 20})
+    assert not attack.gradient_based
+    torch.manual_seed(0)
+    adv = attack.perturb(rec, x, g, dodge, thr)
+    assert pairs_per_query and set(pairs_per_query) == {1}
+    ok = success(rec(adv), g, dodge, thr)
+    assert ok.float().mean() >= 0.5  # adversarial against its own gallery

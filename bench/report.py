@@ -107,6 +107,9 @@ def defense_attack_layout(df: pd.DataFrame, metric: str, filters: Dict[str, obje
     if df.empty:
         raise FacebenchError(f"no rows with metric {metric!r} match the filters in {source}")
     cell = latest(df, ["defense", "attack"])["value"].unstack("attack")
+    attacked = [c for c in cell.columns if c != "none"]
+    if attacked:  # a defense with only clean rows here has nothing to compare: leave it out
+        cell = cell[cell[attacked].notna().any(axis=1)]
     cols = _order(list(cell.columns), ATTACK_ORDER)
     rows = (_order(list(cell.index), DEFENSE_ORDER) if row_order is None
             else [r for r in row_order if r in cell.index])

@@ -101,3 +101,19 @@ def test_learned_defense_is_refused_on_another_protocol():
     check_training_protocol(side, "pairs", "x.csv")  # your own pairs: your call
     with pytest.raises(FacebenchError, match="trained on people held out of LFW 'dev-test'"):
         check_training_protocol(side, "lfw", "10-fold")
+
+
+def test_defenses_with_only_clean_rows_are_left_out_of_attack_tables(tmp_path):
+    out = tmp_path / "runs.csv"
+    append_rows(out, [_row(run_id="a", defense="none"), _row(run_id="b", defense="jpeg"),
+                      _row(run_id="a", defense="none", attack="pgd", threat_model="rel-l2",
+                           budget=0.04, goal="pair", value=0.9)])
+    md = render_table(str(out))
+    assert "| none | 10.00% | 90.00% |" in md and "| jpeg |" not in md
+    clean_only = render_table(str(out), filters={"adaptive": "none"}, metric="eer")
+    assert "| none |" in clean_only
+    append_rows(out, [_row(run_id="c", defense="median")])
+    assert "| median |" not in render_table(str(out))
+    only_clean = tmp_path / "clean.csv"
+    append_rows(only_clean, [_row(run_id="a"), _row(run_id="b", defense="jpeg")])
+    assert "| jpeg | 10.00% |" in render_table(str(only_clean))  # a clean-only table keeps all

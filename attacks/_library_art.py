@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facebench.attacks.library import LibraryAttack, TwoLogitVerifier
+from facebench.attacks.library import LibraryAttack, ToyTwoClass, TwoLogitVerifier
 from facebench.errors import FacebenchError
 
 
@@ -27,17 +27,6 @@ def _classifier(net: nn.Module, input_shape, device: torch.device):
 
 #: eps-taking classes with no ``norm`` keyword, whose ball is fixed
 _FIXED_NORM = {"BasicIterativeMethod": "linf"}
-
-
-class _Toy(nn.Module):
-    """A two-class model on 3×4×4 inputs, only to build an attack once at construction."""
-
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(48, 2)
-
-    def forward(self, x):
-        return self.fc(x.reshape(x.shape[0], -1))
 
 
 class Backend(LibraryAttack):
@@ -99,7 +88,7 @@ class Backend(LibraryAttack):
         x = torch.rand(2, 3, 4, 4)
         kwargs = self.kwargs_for(x)
         try:
-            self.library_class(_classifier(_Toy(), x.shape[1:], x.device), **kwargs)
+            self.library_class(_classifier(ToyTwoClass(), x.shape[1:], x.device), **kwargs)
         except Exception as exc:  # any construction failure is a bad parameter here
             msg = " ".join(str(exc).split()) or type(exc).__name__
             raise FacebenchError(f"cannot build {self.name} with {self.params}: {msg}") from None

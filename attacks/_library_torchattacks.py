@@ -8,22 +8,12 @@ from __future__ import annotations
 import inspect
 
 import torch
-from torch import nn
 
-from facebench.attacks.library import LibraryAttack
+from facebench.attacks.library import LibraryAttack, ToyTwoClass
 from facebench.errors import FacebenchError
 
 #: classes whose budget is an L2 radius; the other eps-taking ones are Linf
 _L2 = frozenset({"PGDL2", "PGDRSL2", "CW", "DeepFool", "EADEN", "EADL1", "FGML2"})
-
-
-class _Toy(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = nn.Linear(48, 2)
-
-    def forward(self, x):
-        return self.fc(x.reshape(x.shape[0], -1))
 
 
 class Backend(LibraryAttack):
@@ -74,7 +64,7 @@ class Backend(LibraryAttack):
     def dry_run(self):
         x = torch.rand(2, 3, 4, 4)
         try:
-            self.build(_Toy(), x)
+            self.build(ToyTwoClass(), x)
         except Exception as exc:  # any construction failure is a bad parameter here
             msg = " ".join(str(exc).split()) or type(exc).__name__
             raise FacebenchError(f"cannot build {self.name} with {self.params}: {msg}") from None

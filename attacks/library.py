@@ -39,6 +39,18 @@ LIBRARIES = {
 COMMON = ("steps", "step_size", "random_start")
 
 
+class ToyTwoClass(nn.Module):
+    """A two-class model on 3×4×4 inputs, only to build a library attack once at construction
+    (so bad keyword arguments fail before any data is loaded)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(48, 2)
+
+    def forward(self, x):
+        return self.fc(x.reshape(x.shape[0], -1))
+
+
 class TwoLogitVerifier(nn.Module):
     """Pair verification as a two-class classifier: logits s·[thr − cos, cos − thr].
 

@@ -15,3 +15,14 @@ def shared_data():
     if not (LFW_HOME / "lfw_home" / "pairsDevTest.txt").exists():
         pytest.skip(f"shared LFW data not found under {LFW_HOME}")
     return LFW_HOME
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: intra-op threads only add contention on a busy machine."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -14,13 +14,7 @@ FAST = {"cw": {"steps": 30, "search_steps": 3}, "pgd": {"steps": 10}}
 THR = 0.993  # between the tiny net's same-image (~0.999) and other-image (~0.987) cosines
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add contention on a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

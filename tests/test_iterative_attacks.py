@@ -16,13 +16,9 @@ FAST = {"rpgd": {"steps": 8}, "mim": {"steps": 8}, "bim": {"steps": 8}}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
+def warm_imports(one_thread):
     ATTACKS.names()  # import every attack module once, outside the timed tests
     torch.testing.assert_close(torch.ones(1), torch.ones(1))  # its first call imports a lot
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

@@ -166,7 +166,8 @@ def _add_train(sub) -> None:
                        "and resumes after an interruption.")
     p.add_argument("defense", help="side | pin")
     p.add_argument("--preset", default="quick",
-                   help="quick (CPU, minutes) | full (the paper's schedule, for a GPU)")
+                   help="quick (CPU, minutes) | medium (side only: CPU, 1.5-2 h) | full (the "
+                   "paper's schedule, for a GPU)")
     p.add_argument("--protocol", default="dev-test",
                    help="evaluation protocol whose people are held out of training")
     p.add_argument("--recognizer", default="dlib-resnet", help="recognizer F used in training")

@@ -36,7 +36,7 @@ MODEL_FILE = "model.pt"
 EIGEN_FILE = "eigen.pt"
 MODEL_FORMAT = "facebench-purifier/1"
 INFERENCE = ("sample", "threshold", "mean")
-PRESET_ORDER = ("full", "quick")  # which default training run a defense prefers
+PRESET_ORDER = ("full", "medium", "quick")  # which default training run a defense prefers
 
 
 class NoCheckpointError(FacebenchError):
@@ -58,8 +58,8 @@ def find_checkpoint(defense: str, checkpoint=None) -> Path:
     """The model file of a trained ``defense``.
 
     ``checkpoint`` may be a model file, a training output folder, or a preset name
-    (``quick``/``full``: that default folder). ``None`` takes the first finished default
-    run in the order full, quick.
+    (``quick``/``medium``/``full``: that default folder). ``None`` takes the first finished
+    default run in the order full, medium, quick.
     """
     if checkpoint is None:
         candidates = [default_out_dir(defense, p) for p in PRESET_ORDER]

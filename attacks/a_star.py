@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from facebench.attack import Attack
-from facebench.eigen_purifier import EIGEN_FILE, find_checkpoint
+from facebench.eigen_purifier import EIGEN_FILE, MODEL_FILE, find_checkpoint, load_basis_beside
 from facebench.eigenfaces import EigenBasis, face_to_rgb, load_basis_file, rgb_to_face
 from facebench.errors import FacebenchError
 from facebench.registry import ATTACKS, register_attack
@@ -39,7 +39,8 @@ class SuperAntibody(nn.Module):
 
 
 def basis_path(source) -> Path:
-    """Where the attacker's eigenbasis is: beside a trained SIDE/PIN model, or an eigen file.
+    """The file that fixes the attacker's eigenbasis: ``eigen.pt`` beside a trained SIDE/PIN
+    model, an eigen file, or, for committed weights (which ship no basis), the model file.
 
     ``source`` is ``side`` / ``pin`` (that defense's default trained model), a training output
     folder, a model file, or an ``eigen.pt`` file. White-box knowledge of the defense includes
@@ -48,20 +49,20 @@ def basis_path(source) -> Path:
     text = str(source)
     path = Path(text).expanduser()
     if text in ("side", "pin"):
-        path = find_checkpoint(text).parent / EIGEN_FILE
+        path = find_checkpoint(text)
     elif path.is_dir():
-        path = path / EIGEN_FILE
-    elif path.name != EIGEN_FILE and path.is_file():  # a model file: its folder's basis
+        path = path / MODEL_FILE
+    if path.name == MODEL_FILE and (path.parent / EIGEN_FILE).is_file():
         path = path.parent / EIGEN_FILE
     if not path.is_file():
-        raise FacebenchError(f"a-star basis {text!r}: no eigenbasis file at {path}")
+        raise FacebenchError(f"a-star basis {text!r}: no model or eigenbasis file at {path}")
     return path
 
 
 def load_basis(source, n_components: int) -> EigenBasis:
     """The top ``n_components`` eigenfaces of :func:`basis_path`'s file."""
     path = basis_path(source)
-    basis = load_basis_file(path)
+    basis = load_basis_file(path) if path.name == EIGEN_FILE else load_basis_beside(path)
     if basis.k < n_components:
         raise FacebenchError(f"a-star wants the top {n_components} eigenfaces but {path} has "
                              f"only {basis.k}")
@@ -117,6 +118,9 @@ class AStar(Attack):
         if path and self.params["basis"] == getattr(defense, "defense_name", None):
             self.params["basis"] = path
             self._basis = None
+            basis = getattr(defense, "basis", None)
+            if basis is not None and basis.k >= self.n_components:
+                self._basis = basis.truncate(self.n_components)  # already loaded or rebuilt
 
     def perturb(self, model, probe, gallery_emb, dodge, thr):
         surrogate = SuperAntibody(model, self.eigenbasis().to(probe.device))

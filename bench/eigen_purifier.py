@@ -57,12 +57,21 @@ def default_out_dir(defense: str, preset: str) -> Path:
 def find_checkpoint(defense: str, checkpoint=None) -> Path:
     """The model file of a trained ``defense``.
 
-    ``checkpoint`` may be a model file, a training output folder, or a preset name
-    (``quick``/``medium``/``full``: that default folder). ``None`` takes the first finished
-    default run in the order full, medium, quick.
+    ``checkpoint`` may be a model file, a training output folder, a preset name
+    (``quick``/``medium``/``full``: that default folder) or ``weights`` (the copy committed
+    under ``weights/<defense>/``). ``None`` takes the first of: the finished default runs
+    full and medium, the committed weights, the default quick run.
     """
+    from .committed_weights import committed_dir
+
+    committed = committed_dir(defense)
     if checkpoint is None:
-        candidates = [default_out_dir(defense, p) for p in PRESET_ORDER]
+        candidates = [default_out_dir(defense, p) for p in PRESET_ORDER[:-1]]
+        candidates += ([committed] if committed else []) + [default_out_dir(defense, "quick")]
+    elif str(checkpoint) == "weights":
+        if committed is None:
+            raise NoCheckpointError(f"this installation has no committed {defense} weights")
+        candidates = [committed]
     else:
         path = Path(str(checkpoint)).expanduser()
         if not path.exists() and str(checkpoint) in PRESET_ORDER:
@@ -77,6 +86,17 @@ def find_checkpoint(defense: str, checkpoint=None) -> Path:
     raise NoCheckpointError(
         f"no trained {defense} model found (looked in {where}); train one with "
         f"`facebench train {defense}` or pass --defense-param checkpoint=PATH")
+
+
+def load_basis_beside(model_path, data_home=None) -> EigenBasis:
+    """The eigenbasis of a trained model: ``eigen.pt`` in its folder, or, for committed
+    weights (which do not ship it), recomputed from the LFW images its manifest names."""
+    folder = Path(model_path).parent
+    if (folder / EIGEN_FILE).is_file():
+        return load_basis_file(folder / EIGEN_FILE)
+    from .committed_weights import rebuild_basis
+
+    return rebuild_basis(folder, data_home)
 
 
 def load_model_file(path, defense: str) -> dict:
@@ -99,18 +119,18 @@ class EigenPurifier(Defense):
     #: the trained network's class (SIDEModel, PINModel); set by each registered subclass
     model_class: type | None = None
     #: training options of the paper's ablations -> their default; a model trained with
-    #: another value is a variant, named in the runs CSV as e.g. ``side[no-memory,k=20]``
+    #: another value is a variant, named in the runs CSV as e.g. ``side[quick,no-memory,k=20]``
     variant_defaults: dict = {}
 
     def __init__(self, checkpoint=None, inference: str = "sample", seed: int = 0,
                  clamp: bool = False, *, model: nn.Module | None = None,
-                 basis: EigenBasis | None = None):
-        """Load the trained model (``checkpoint``: a model file, an output folder, or
-        ``quick``/``full``; None takes the finished default run), or take ``model`` and
-        ``basis`` directly (tests)."""
+                 basis: EigenBasis | None = None, data_home=None):
+        """Load the trained model (``checkpoint``: see :func:`find_checkpoint`), or take
+        ``model`` and ``basis`` directly (tests). ``data_home`` is where LFW is, needed only
+        to recompute the eigenbasis of committed weights."""
         meta, path = {}, None
         if model is None or basis is None:
-            data, basis, path = self.read_checkpoint(self.defense_name, checkpoint)
+            data, basis, path = self.read_checkpoint(self.defense_name, checkpoint, data_home)
             model = self.model_class(**data["config"])
             model.load_state_dict(data["state_dict"])
             meta = data.get("meta", {})
@@ -140,15 +160,19 @@ class EigenPurifier(Defense):
         self.reset_rng()
 
     def variant_suffix(self, model_path) -> str:
-        """``[no-memory,k=20]`` for an ablation variant (read from the training manifest)."""
-        if model_path is None or not self.variant_defaults:
+        """What sets this model apart from the paper's, read from its training manifest: the
+        schedule when it is not the paper's (``quick``, ``medium``) and the ablation options
+        that differ from their defaults, e.g. ``[quick,no-memory,k=20]``; ``""`` for a model
+        trained with the full schedule and default options (or with no manifest)."""
+        if model_path is None:
             return ""
         manifest = Path(model_path).parent / "manifest.json"
         try:
-            config = json.loads(manifest.read_text(encoding="utf-8")).get("config", {})
+            info = json.loads(manifest.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return ""
-        parts = []
+        config = info.get("config", {})
+        parts = [str(info["preset"])] if info.get("preset") not in (None, "full") else []
         for key, default in self.variant_defaults.items():
             value = config.get(key, default)
             if value == default:
@@ -157,11 +181,11 @@ class EigenPurifier(Defense):
         return f"[{','.join(parts)}]" if parts else ""
 
     @staticmethod
-    def read_checkpoint(defense: str, checkpoint) -> tuple[dict, EigenBasis, Path]:
+    def read_checkpoint(defense: str, checkpoint, data_home=None
+                        ) -> tuple[dict, EigenBasis, Path]:
         path = find_checkpoint(defense, checkpoint)
         data = load_model_file(path, defense)
-        basis = load_basis_file(path.parent / EIGEN_FILE)
-        return data, basis, path
+        return data, load_basis_beside(path, data_home), path
 
     def reset_rng(self) -> None:
         """Restart the mask stream (the same images in the same order get the same masks)."""

@@ -52,6 +52,14 @@ def summary_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def defense_sort_key(name: str):
+    """Paper order of the base defense (``side[quick]`` sorts with ``side``), then variants
+    with fewer tags first (``side[quick]`` before ``side[quick,k=20]``), then the name."""
+    base, _, tags = str(name).partition("[")
+    return (DEFENSE_ORDER.index(base) if base in DEFENSE_ORDER else len(DEFENSE_ORDER),
+            len([t for t in tags.rstrip("]").split(",") if t]), name)
+
+
 def _order(values, preferred):
     return sorted(values, key=lambda v: (preferred.index(v) if v in preferred else len(preferred),
                                          v))
@@ -111,7 +119,7 @@ def defense_attack_layout(df: pd.DataFrame, metric: str, filters: Dict[str, obje
     if attacked:  # a defense with only clean rows here has nothing to compare: leave it out
         cell = cell[cell[attacked].notna().any(axis=1)]
     cols = _order(list(cell.columns), ATTACK_ORDER)
-    rows = (_order(list(cell.index), DEFENSE_ORDER) if row_order is None
+    rows = (sorted(cell.index, key=defense_sort_key) if row_order is None
             else [r for r in row_order if r in cell.index])
     names = ["Defense"] + ["Clean" if c == "none" else c for c in cols]
     scope = scope_text(filters)

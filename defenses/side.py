@@ -3,8 +3,9 @@
 Per input, the antigen analyzer H, the noise memory and the antibody generator G choose a
 subset (antibody) of the top-1500 eigenfaces; the face is projected onto it, removing every
 component outside it. Needs a model trained by :func:`facebench.training.train` (``facebench
-train side``); ``checkpoint`` picks it (a model file, an output folder, or ``quick``/
-``full``), and by default the finished default run is used (full, else quick).
+train side``); ``checkpoint`` picks it (a model file, an output folder, a preset name, or
+``weights`` for the copy committed under ``weights/side/``), and by default the first of
+the finished full and medium runs, the committed weights, and the quick run is used.
 """
 from __future__ import annotations
 

@@ -84,7 +84,7 @@ def test_bad_parameters(basis_file, params, text):
 
 
 def test_missing_basis_and_too_few_components(tmp_path, basis_file):
-    with pytest.raises(FacebenchError, match="no eigenbasis file"):
+    with pytest.raises(FacebenchError, match="no model or eigenbasis file"):
         _attack(tmp_path / "nowhere").eigenbasis()
     cls = ATTACKS.get("a-star")
     with pytest.raises(FacebenchError, match="only 12"):

@@ -14,9 +14,10 @@ from test_results import _row
 
 def _side_rows(out):
     rows = []
-    for i, (defense, clean, pgd) in enumerate([("side", 0.02, 0.30), ("side[no-ssat]", 0.03, 0.6),
-                                                ("side[no-memory]", 0.04, 0.5),
-                                                ("side[k=20]", 0.05, 0.28), ("none", 0.01, 1.0)]):
+    for i, (defense, clean, pgd) in enumerate([
+            ("side[quick]", 0.02, 0.30), ("side[quick,no-ssat]", 0.03, 0.6),
+            ("side[quick,no-memory]", 0.04, 0.5), ("side[quick,k=20]", 0.05, 0.28),
+            ("none", 0.01, 1.0), ("side[medium]", 0.06, 0.07)]):
         rows += [_row(run_id=f"r{i}", defense=defense, value=clean),
                  _row(run_id=f"r{i}", defense=defense, attack="pgd", threat_model="rel-l2",
                       budget=0.04, goal="pair", value=pgd),
@@ -31,8 +32,11 @@ def test_side_ablation_layout_keeps_the_paper_row_order_and_grey_box(tmp_path):
     _side_rows(out)
     md = render_table(str(out), layout="side-ablation")
     body = [line for line in md.splitlines() if line.startswith("| ") and "Defense" not in line]
-    assert body == ["| w/o SSAT | 3.00% | 60.00% |", "| w/o Memory | 4.00% | 50.00% |",
-                    "| SIDE | 2.00% | 30.00% |"]  # the a* rows (99%) are not grey-box
+    # one table per training schedule, never mixing them; the a* rows (99%) are not grey-box
+    assert body == ["| SIDE | 6.00% | 7.00% |",
+                    "| w/o SSAT | 3.00% | 60.00% |", "| w/o Memory | 4.00% | 50.00% |",
+                    "| SIDE | 2.00% | 30.00% |"]
+    assert md.index("medium training schedule") < md.index("quick training schedule")
     clones = render_table(str(out), layout="side-clones")
     assert "| k=10 | 2.00% | 30.00% |" in clones and "| k=20 | 5.00% | 28.00% |" in clones
     assert "k=30" not in clones  # no rows, no line
@@ -42,7 +46,9 @@ def test_a_star_rows_form_table_7_with_the_default_layout(tmp_path):
     out = tmp_path / "runs.csv"
     _side_rows(out)
     md = render_table(str(out), filters={"adaptive": "a*"})
-    assert "| none | 1.00% | 99.00% |" in md and "| side | 2.00% | 99.00% |" in md
+    assert "| none | 1.00% | 99.00% |" in md and "| side[quick] | 2.00% | 99.00% |" in md
+    rows = [line.split(" | ")[0] for line in md.splitlines() if line.startswith("| ")]
+    assert rows.index("| none") < rows.index("| side[medium]")  # base name keeps paper order
 
 
 def test_unknown_layout_is_a_clear_error(tmp_path):
@@ -60,11 +66,15 @@ def test_variant_suffix_from_the_training_manifest(tmp_path):
     model = tmp_path / "model.pt"
     assert EigenPurifier.variant_suffix(Side, model) == ""  # no manifest: plain name
     (tmp_path / "manifest.json").write_text(json.dumps(
-        {"config": {"use_memory": False, "ssat": True, "k": 20}}))
+        {"preset": "full", "config": {"use_memory": False, "ssat": True, "k": 20}}))
     assert EigenPurifier.variant_suffix(Side, model) == "[no-memory,k=20]"
     (tmp_path / "manifest.json").write_text(json.dumps(
-        {"config": {"use_memory": True, "ssat": False, "k": 10}}))
-    assert EigenPurifier.variant_suffix(Side, model) == "[no-ssat]"
+        {"preset": "quick", "config": {"use_memory": True, "ssat": False, "k": 10}}))
+    assert EigenPurifier.variant_suffix(Side, model) == "[quick,no-ssat]"
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"preset": "medium", "config": {"use_memory": True, "ssat": True, "k": 10}}))
+    assert EigenPurifier.variant_suffix(Side, model) == "[medium]"
+    assert EigenPurifier.variant_suffix(EigenPurifier, model) == "[medium]"  # PIN: no options
 
 
 def test_registry_prefix_families(monkeypatch):

@@ -17,7 +17,7 @@ import pandas as pd
 
 from facebench.errors import FacebenchError
 from facebench.registry import register_layout
-from facebench.report import DEFENSE_ORDER, filter_rows, latest, markdown, scope_text
+from facebench.report import defense_sort_key, filter_rows, latest, markdown, scope_text
 
 ATTACK = "evolutionary"
 MODES = ("dodging", "impersonation")
@@ -48,9 +48,7 @@ def table4_layout(df: pd.DataFrame, metric: str, filters, source: str) -> str:
     cell = latest(df, ["defense", "mode", "queries"])["value"]
     budgets = sorted(df["queries"].unique())
     cols = [(mode, q) for mode in MODES for q in budgets]
-    defenses = sorted(df["defense"].unique(),
-                      key=lambda d: (DEFENSE_ORDER.index(d) if d in DEFENSE_ORDER
-                                     else len(DEFENSE_ORDER), d))
+    defenses = sorted(df["defense"].unique(), key=defense_sort_key)
     header = ["Defense"] + [f"{mode.capitalize()} {q}" for mode, q in cols]
     body = [[d] + [fmt_mse(cell.get((d, mode, q), math.nan)) for mode, q in cols]
             for d in defenses]

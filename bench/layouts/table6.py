@@ -12,7 +12,7 @@ import pandas as pd
 
 from facebench.errors import FacebenchError
 from facebench.registry import register_layout
-from facebench.report import DEFENSE_ORDER, filter_rows, markdown, scope_text
+from facebench.report import defense_sort_key, filter_rows, markdown, scope_text
 
 #: (header, attack column of the run: "none" = its clean rows, metric, shown as)
 COLUMNS = [
@@ -43,8 +43,7 @@ def table6_layout(df: pd.DataFrame, metric: str, filters, source: str) -> str:
     # its run_id
     runs = (attacked.sort_values("started_at")
             .groupby(["defense", "threat_model", "adaptive"], sort=False)["run_id"].last())
-    order = sorted(runs.index, key=lambda k: (DEFENSE_ORDER.index(k[0]) if k[0] in
-                                              DEFENSE_ORDER else len(DEFENSE_ORDER), k))
+    order = sorted(runs.index, key=lambda k: (defense_sort_key(k[0]), k))
     targets = sorted({k[1].partition(":")[2] or "?" for k in order})
     knowledge = sorted({k[2] for k in order})
     header = ["Defense"] + (["Target"] if len(targets) > 1 else []) + \

@@ -59,10 +59,12 @@ def basis_path(source) -> Path:
     return path
 
 
-def load_basis(source, n_components: int) -> EigenBasis:
-    """The top ``n_components`` eigenfaces of :func:`basis_path`'s file."""
+def load_basis(source, n_components: int, data_home=None) -> EigenBasis:
+    """The top ``n_components`` eigenfaces of :func:`basis_path`'s file (``data_home``: where
+    LFW is, to rebuild the basis of committed weights)."""
     path = basis_path(source)
-    basis = load_basis_file(path) if path.name == EIGEN_FILE else load_basis_beside(path)
+    basis = (load_basis_file(path) if path.name == EIGEN_FILE
+             else load_basis_beside(path, data_home))
     if basis.k < n_components:
         raise FacebenchError(f"a-star wants the top {n_components} eigenfaces but {path} has "
                              f"only {basis.k}")
@@ -80,6 +82,7 @@ class AStar(Attack):
     defaults = {"base": "pgd", "basis": "side", "n_components": 1500, "steps": None,
                 "step_size": None}
     knowledge = "a*"
+    data_home = None  # set by the runner: LFW, for rebuilding a committed model's basis
 
     def validate(self) -> None:
         if self.base not in BASES:
@@ -103,7 +106,7 @@ class AStar(Attack):
     def eigenbasis(self) -> EigenBasis:
         """The attacker's basis, loaded on first use (construction stays cheap)."""
         if self._basis is None:
-            self._basis = load_basis(self.params["basis"], self.n_components)
+            self._basis = load_basis(self.params["basis"], self.n_components, self.data_home)
         return self._basis
 
     def __repr__(self) -> str:

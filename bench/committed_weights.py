@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -28,13 +29,37 @@ _MACHINE_KEYS = (("eigen", "cache_file"), ("data", "lfw_home"), ("files", "check
 
 
 def committed_dir(defense: str) -> Path | None:
-    """``weights/<defense>/`` of this installation when it holds a model, else None."""
+    """``weights/<defense>/`` of this installation when it holds a model, else None.
+
+    Looks in the ``facebench.weights`` package, then beside the source tree (a checkout, or
+    an editable install made before that package existed)."""
+    roots = [Path(__file__).resolve().parent.parent / "weights"]
     try:
-        root = Path(str(resources.files(WEIGHTS_PACKAGE)))
+        roots.insert(0, Path(str(resources.files(WEIGHTS_PACKAGE))))
     except (ModuleNotFoundError, TypeError):
-        return None
-    folder = root / defense
-    return folder if (folder / "model.pt").is_file() else None
+        pass
+    for root in roots:
+        if (root / defense / "model.pt").is_file():
+            return root / defense
+    return None
+
+
+def basis_fingerprint(basis: EigenBasis) -> dict:
+    """Numbers that pin an eigenbasis down without shipping it: its top eigenvalues and their
+    total (a rebuilt basis must reproduce them)."""
+    ev = basis.eigvals.double()
+    return {"top_eigvals": [float(v) for v in ev[:8]], "eigval_sum": float(ev.sum())}
+
+
+def _check_fingerprint(basis: EigenBasis, want: dict, where) -> None:
+    got = basis_fingerprint(basis)
+    pairs = list(zip(got["top_eigvals"], want["top_eigvals"]))
+    pairs.append((got["eigval_sum"], want["eigval_sum"]))
+    if any(abs(a - b) > 1e-3 * abs(b) + 1e-9 for a, b in pairs):
+        raise FacebenchError(
+            f"the eigenbasis rebuilt for {where} does not match the one it was trained with "
+            f"(eigenvalue sum {got['eigval_sum']:.6g} vs {want['eigval_sum']:.6g}); the "
+            f"local LFW images differ from the training machine's")
 
 
 def _sha256(path: Path) -> str:
@@ -50,20 +75,32 @@ def export_weights(run_dir, dest, dtype: torch.dtype = torch.float16) -> Path:
     (machine paths removed) and training log. Refuses an unfinished run."""
     from .eigen_purifier import MODEL_FILE, load_model_file
 
+    from .eigen_purifier import EIGEN_FILE
+    from .eigenfaces import load_basis_file
+
     run_dir, dest = Path(run_dir), Path(dest)
-    manifest = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
-    if manifest.get("status") != "complete":
-        raise FacebenchError(f"{run_dir} is a {manifest.get('status')!r} training run; only "
-                             f"finished runs are exported")
-    data = load_model_file(run_dir / MODEL_FILE, manifest["defense"])
+    try:
+        manifest = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
+        defense, status = manifest["defense"], manifest.get("status")
+        manifest["eigen"]["K"], manifest["data"]["image_list_sha256"]  # must be there
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise FacebenchError(f"{run_dir} has no usable training manifest ({exc})") from None
+    if status != "complete":
+        raise FacebenchError(f"{run_dir} is a {status!r} training run; only finished runs "
+                             f"are exported")
+    data = load_model_file(run_dir / MODEL_FILE, defense)
     data["state_dict"] = {k: v.to(dtype) if v.is_floating_point() else v
                           for k, v in data["state_dict"].items()}
+    bad = [k for k, v in data["state_dict"].items() if not torch.isfinite(v).all()]
+    if bad:
+        raise FacebenchError(f"{bad[0]} does not fit in {dtype} (inf/NaN after the cast)")
     data["meta"] = {**data.get("meta", {}), "dtype": str(dtype).replace("torch.", "")}
     dest.mkdir(parents=True, exist_ok=True)
     save_atomic(data, dest / MODEL_FILE)
     for section, key in _MACHINE_KEYS:
         manifest.get(section, {}).pop(key, None)
     manifest["eigen"]["source"] = "recomputed from the training images named in data"
+    manifest["eigen"]["fingerprint"] = basis_fingerprint(load_basis_file(run_dir / EIGEN_FILE))
     manifest["export"] = {"dtype": data["meta"]["dtype"],
                           "model_sha256": _sha256(dest / MODEL_FILE)}
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
@@ -88,19 +125,26 @@ def rebuild_basis(model_dir, data_home=None, progress: bool = True, *, recognize
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         data, eigen = manifest["data"], manifest["eigen"]
+        protocol, max_images, want_sha = (data["protocol"], data["max_images"],
+                                          data["image_list_sha256"])
+        k, size, defense = int(eigen["K"]), int(eigen["face_size"]), manifest["defense"]
+        fingerprint = eigen.get("fingerprint")
         if recognizer is None:
             recognizer = RECOGNIZERS.get(manifest["recognizer"])()
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise FacebenchError(f"cannot rebuild the eigenbasis of {model_dir}: its manifest is "
                              f"missing or incomplete ({exc})") from None
     images, key_lines, info = load_training_images(
-        data_home, data["protocol"], recognizer, data["max_images"], progress,
-        cache_dir=image_cache_dir)
-    if info["image_list_sha256"] != data["image_list_sha256"]:
+        data_home, protocol, recognizer, max_images, progress, cache_dir=image_cache_dir)
+    if info["image_list_sha256"] != want_sha:
         raise FacebenchError(
             f"the LFW training split here differs from the one {model_dir} was trained on "
-            f"(image-list sha256 {info['image_list_sha256'][:12]} vs "
-            f"{data['image_list_sha256'][:12]}); its eigenbasis cannot be rebuilt")
-    basis, _ = cached_eigenbasis(images, key_lines, int(eigen["K"]), eigen_cache_dir,
-                                 int(eigen["face_size"]))
+            f"(image-list sha256 {info['image_list_sha256'][:12]} vs {want_sha[:12]}); its "
+            f"eigenbasis cannot be rebuilt")
+    if progress:
+        print(f"eigenbasis of the committed {defense} model: top {k} eigenfaces of "
+              f"{len(images)} training images (computed once, then cached)", file=sys.stderr)
+    basis, _ = cached_eigenbasis(images, key_lines, k, eigen_cache_dir, size)
+    if fingerprint:
+        _check_fingerprint(basis, fingerprint, model_dir)
     return basis

@@ -78,6 +78,8 @@ def find_checkpoint(defense: str, checkpoint=None) -> Path:
             path = default_out_dir(defense, str(checkpoint))
         candidates = [path]
     for path in candidates:
+        if checkpoint is None and not _finished(path):
+            continue  # a default run stopped early is used only when named explicitly
         if path.is_dir():
             path = path / MODEL_FILE
         if path.is_file():
@@ -86,6 +88,15 @@ def find_checkpoint(defense: str, checkpoint=None) -> Path:
     raise NoCheckpointError(
         f"no trained {defense} model found (looked in {where}); train one with "
         f"`facebench train {defense}` or pass --defense-param checkpoint=PATH")
+
+
+def _finished(folder: Path) -> bool:
+    """False for a training folder whose manifest says the schedule did not finish."""
+    try:
+        status = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["status"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return True  # no manifest to go by (a hand-made folder): trust the model file
+    return status == "complete"
 
 
 def load_basis_beside(model_path, data_home=None) -> EigenBasis:

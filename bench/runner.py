@@ -263,6 +263,8 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
     t0 = time.perf_counter()
     attacked, dodge = attacked_mask(cfg.goal, torch.from_numpy(same))
     attacked, dodge = attacked.numpy(), dodge.numpy()
+    if hasattr(attack, "data_home"):  # e.g. a* may rebuild a committed model's eigenbasis
+        attack.data_home = cfg.data_home
     if hasattr(attack, "bind_defense"):  # e.g. a* takes the evaluated SIDE model's basis
         attack.bind_defense(defense)
     craft_emb, craft_thr = emb, thr  # what the attacker compares against

@@ -16,10 +16,10 @@ the policy is moved by REINFORCE with the per-face mean affinity as baseline (Eq
   the fixed anchor. A fresh SGD optimizer starts each phase (the code's adversarial run
   loaded only the warm-up weights). ``ssat=False`` stops after the warm-up ("w/o SSAT").
 * Presets: ``full`` is the paper schedule (50k + 250k steps, batch 4, all training-split
-  images); ``quick`` (CPU: about 10-15 min with dlib-resnet, at 1.5-2 s a step) keeps
-  every setting but runs 150 + 150 steps, with the eigenbasis and the training images
-  limited to 3000 evenly spaced images of the split; ``medium`` (CPU, 1.5-2 h on two
-  cores) is ``quick`` run for 2000 + 4000 steps, enough for the selection probabilities to
+  images); ``quick`` (CPU: about 5 min on two cores with dlib-resnet) keeps every
+  setting but runs 150 + 150 steps, with the eigenbasis and the training images limited
+  to 3000 evenly spaced images of the split; ``medium`` (CPU, about 2 h on two cores) is
+  ``quick`` run for 2000 + 4000 steps, long enough for the selection probabilities to
   leave 0.5 (``quick`` barely moves them).
 """
 from __future__ import annotations

@@ -153,3 +153,19 @@ def test_bind_defense_takes_the_evaluated_models_basis(tmp_path, basis_file):
     other = _attack(basis_file)  # an explicit basis is left alone
     other.bind_defense(SimpleNamespace(checkpoint_path="elsewhere", defense_name="side"))
     assert other.params["basis"] == str(basis_file)
+
+
+def test_bind_defense_reuses_a_loaded_basis_without_an_eigen_file(tmp_path):
+    """Committed weights ship no eigen.pt: the attack takes the defense's (rebuilt) basis."""
+    from types import SimpleNamespace
+
+    model = tmp_path / "weights" / "model.pt"
+    model.parent.mkdir()
+    model.touch()
+    basis = _random_basis(20, seed=3)
+    attack = _attack(tmp_path / "unused", n_components=12)
+    attack.params["basis"] = "side"
+    attack.bind_defense(SimpleNamespace(checkpoint_path=str(model), defense_name="side",
+                                        basis=basis))
+    assert torch.equal(attack.eigenbasis().vectors, basis.vectors[:, :12])
+    assert "model.pt" in repr(attack)  # the cache key names the model file it came from

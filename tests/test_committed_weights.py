@@ -8,6 +8,7 @@ import torch
 from facebench import committed_weights
 from facebench.eigen_purifier import MODEL_FORMAT, NoCheckpointError, find_checkpoint
 from facebench.errors import FacebenchError
+from facebench.eigenfaces import EigenBasis, save_atomic
 from facebench.side_model import SIDEModel
 
 TINY = dict(n_components=6, feat_dim=8, n_items=4, widths=[4, 4, 4, 4], image_size=16)
@@ -37,11 +38,15 @@ def _fake_run(folder, status="complete", seed=0):
                 "state_dict": model.state_dict(), "meta": {"protocol": "dev-test"}},
                folder / "model.pt")
     manifest = {"defense": "side", "status": status, "recognizer": "dlib-resnet",
-                "data": {"lfw_home": "/somewhere/lfw_home", "protocol": "dev-test"},
+                "data": {"lfw_home": "/somewhere/lfw_home", "protocol": "dev-test",
+                         "image_list_sha256": "ab" * 32},
                 "eigen": {"K": 6, "face_size": 16, "cache_file": "/somewhere/eigen.pt"},
                 "files": {"model": "model.pt", "eigen": "eigen.pt",
                           "checkpoint": "checkpoint.pt"}}
     (folder / "manifest.json").write_text(json.dumps(manifest))
+    ev = torch.linspace(3.0, 1.0, 6, dtype=torch.float64)
+    save_atomic(EigenBasis(torch.eye(256)[:, :6], torch.zeros(256), ev, 16).to_dict(),
+                folder / "eigen.pt")
     (folder / "log.jsonl").write_text('{"step": 1}\n')
     return model.eval()
 
@@ -56,6 +61,7 @@ def test_export_halves_the_weights_and_drops_machine_paths(tmp_path, one_thread)
     text = (dest / "manifest.json").read_text()
     assert "/somewhere" not in text and "checkpoint.pt" not in text
     manifest = json.loads(text)
+    assert manifest["eigen"]["fingerprint"]["top_eigvals"][:2] == pytest.approx([3.0, 2.6])
     assert manifest["export"]["model_sha256"] == committed_weights._sha256(dest / "model.pt")
     assert (dest / "log.jsonl").read_text() == '{"step": 1}\n'
     # the fp16 copy loaded into the fp32 network gives nearly the same selection probabilities
@@ -88,8 +94,13 @@ def test_lookup_order_prefers_longer_user_runs_then_committed(tmp_path, monkeypa
     assert find_checkpoint("side", "weights") == committed / "model.pt"
     _fake_run(tmp_path / "user" / "side" / "quick")
     assert find_checkpoint("side") == committed / "model.pt"  # quick ranks below committed
-    _fake_run(tmp_path / "user" / "side" / "medium")
-    assert find_checkpoint("side") == tmp_path / "user" / "side" / "medium" / "model.pt"
+    _fake_run(tmp_path / "user" / "side" / "medium", status="partial")
+    assert find_checkpoint("side") == committed / "model.pt"  # unfinished runs are skipped
+    medium = tmp_path / "user" / "side" / "medium"
+    assert find_checkpoint("side", str(medium)) == medium / "model.pt"  # unless named
+    manifest = json.loads((medium / "manifest.json").read_text())
+    (medium / "manifest.json").write_text(json.dumps({**manifest, "status": "complete"}))
+    assert find_checkpoint("side") == medium / "model.pt"
     with pytest.raises(NoCheckpointError):
         find_checkpoint("pin")
 
@@ -111,7 +122,8 @@ def test_committed_format_rebuilds_its_basis_from_lfw(shared_data, tmp_path, mon
                 warmup_steps=1, ssat_steps=1, checkpoint_every=2, log_every=1)
     dest = committed_weights.export_weights(run, tmp_path / "weights" / "side")
     assert not (dest / "eigen.pt").exists()
-    rebuilt = committed_weights.rebuild_basis(dest, shared_data, progress=False)
+    rebuilt = committed_weights.rebuild_basis(dest, shared_data, progress=False,
+                                              eigen_cache_dir=tmp_path / "eigen2")
     trained = load_basis_file(run / "eigen.pt")
     # same subspace: eigenvectors agree up to sign
     cos = (rebuilt.vectors * trained.vectors).sum(0).abs()
@@ -124,6 +136,12 @@ def test_committed_format_rebuilds_its_basis_from_lfw(shared_data, tmp_path, mon
     assert (out - x).abs().mean() > 1e-3  # gray projection changes the colour image
 
     manifest = json.loads((dest / "manifest.json").read_text())
+    good = json.dumps(manifest)
+    manifest["eigen"]["fingerprint"]["eigval_sum"] *= 1.01
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FacebenchError, match="does not match the one it was trained with"):
+        committed_weights.rebuild_basis(dest, shared_data, progress=False)
+    manifest = json.loads(good)
     manifest["data"]["image_list_sha256"] = "0" * 64
     (dest / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(FacebenchError, match="training split here differs"):

@@ -33,12 +33,12 @@ def _variants(df, names, metric, filters, source, note):
     parsed = df["defense"].map(split_side_name)
     blocks = []
     for schedule in SCHEDULES:
-        label = {d: names[p[1]] for d, p in parsed.dropna().items()
+        label = {df.at[i, "defense"]: names[p[1]] for i, p in parsed.dropna().items()
                  if p[0] == schedule and p[1] in names}
         if not label:
             continue
-        picked = df.loc[list(label)].copy()
-        picked["defense"] = picked.index.map(label)
+        picked = df[df["defense"].isin(list(label))].copy()
+        picked["defense"] = picked["defense"].map(label)
         blocks.append(defense_attack_layout(
             picked, metric, {"adaptive": "none", **filters}, source,
             row_order=list(names.values()), note=f"{note}; {schedule} training schedule"))

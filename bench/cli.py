@@ -13,8 +13,14 @@ from .errors import FacebenchError
 
 
 def _parse_value(text: str):
-    """Attack/defense parameter values: int, float, bool or string."""
+    """Attack/defense/training values: int, float, bool, a comma-separated list of numbers
+    (e.g. ``lambdas=8,1,0.0004``) or string."""
     low = text.lower()
+    if "," in text:
+        try:
+            return [float(part) for part in text.split(",")]
+        except ValueError:
+            return text
     if low in ("true", "false"):
         return low == "true"
     for cast in (int, float):

@@ -188,6 +188,8 @@ class EigenPurifier(Defense):
             value = config.get(key, default)
             if value == default:
                 continue
+            if isinstance(value, (list, tuple)):  # no commas: they separate the tags
+                value = "/".join(f"{v:g}" for v in value)
             parts.append(f"no-{key.replace('use_', '')}" if value is False else f"{key}={value}")
         return f"[{','.join(parts)}]" if parts else ""
 

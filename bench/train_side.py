@@ -68,7 +68,9 @@ def check_config(cfg: Dict[str, Any]) -> None:
     need(cfg["memory_update"] in UPDATE_RULES, "memory_update", " or ".join(UPDATE_RULES))
     need(cfg["pixel"] in ("mse", "l2"), "pixel", "'mse' or 'l2'")
     need(cfg["clone_reduction"] in ("sum", "mean"), "clone_reduction", "'sum' or 'mean'")
-    need(len(cfg["lambdas"]) == 3, "lambdas", "three numbers")
+    need(isinstance(cfg["lambdas"], (list, tuple)) and len(cfg["lambdas"]) == 3
+         and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                 for v in cfg["lambdas"]), "lambdas", "three numbers (e.g. 8,1,0.003)")
     for key in ("use_memory", "ssat"):
         need(isinstance(cfg[key], bool), key, "true or false")
 

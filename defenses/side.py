@@ -21,4 +21,5 @@ class SIDE(EigenPurifier):
     defense_name = "side"
     model_class = SIDEModel
     defaults = {"checkpoint": None, "inference": "sample", "seed": 0, "clamp": False}
-    variant_defaults = {"use_memory": True, "ssat": True, "k": 10}  # Tables 8 and 10
+    # Tables 8 and 10, and the affinity weights of Eq. 13
+    variant_defaults = {"use_memory": True, "ssat": True, "k": 10, "lambdas": [8.0, 1.0, 0.003]}

@@ -75,6 +75,24 @@ def test_variant_suffix_from_the_training_manifest(tmp_path):
         {"preset": "medium", "config": {"use_memory": True, "ssat": True, "k": 10}}))
     assert EigenPurifier.variant_suffix(Side, model) == "[medium]"
     assert EigenPurifier.variant_suffix(EigenPurifier, model) == "[medium]"  # PIN: no options
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"preset": "medium", "config": {"lambdas": [8.0, 1.0, 0.0004]}}))
+
+    class SideW(EigenPurifier):
+        variant_defaults = {"k": 10, "lambdas": [8.0, 1.0, 0.003]}
+
+    assert EigenPurifier.variant_suffix(SideW, model) == "[medium,lambdas=8/1/0.0004]"
+
+
+def test_list_options_parse_from_the_command_line():
+    from facebench.cli import _params
+    from facebench.train_side import PRESETS, check_config
+
+    opts = _params(["lambdas=8,1,0.0004", "k=20", "name=a,b"], "--option")
+    assert opts == {"lambdas": [8.0, 1.0, 0.0004], "k": 20, "name": "a,b"}
+    check_config({**PRESETS["quick"], "lambdas": opts["lambdas"]})
+    with pytest.raises(FacebenchError, match="lambdas must be three numbers"):
+        check_config({**PRESETS["quick"], "lambdas": "8,1"})
 
 
 def test_registry_prefix_families(monkeypatch):

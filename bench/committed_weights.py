@@ -89,12 +89,16 @@ def export_weights(run_dir, dest, dtype: torch.dtype = torch.float16) -> Path:
         raise FacebenchError(f"{run_dir} is a {status!r} training run; only finished runs "
                              f"are exported")
     data = load_model_file(run_dir / MODEL_FILE, defense)
-    data["state_dict"] = {k: v.to(dtype) if v.is_floating_point() else v
-                          for k, v in data["state_dict"].items()}
-    bad = [k for k, v in data["state_dict"].items() if not torch.isfinite(v).all()]
-    if bad:
-        raise FacebenchError(f"{bad[0]} does not fit in {dtype} (inf/NaN after the cast)")
-    data["meta"] = {**data.get("meta", {}), "dtype": str(dtype).replace("torch.", "")}
+    state, kept = {}, []
+    for key, value in data["state_dict"].items():
+        small = value.to(dtype) if value.is_floating_point() else value
+        if value.is_floating_point() and not torch.isfinite(small).all():
+            small = value  # e.g. a BatchNorm running variance beyond fp16's 65504
+            kept.append(key)
+        state[key] = small
+    data["state_dict"] = state
+    data["meta"] = {**data.get("meta", {}), "dtype": str(dtype).replace("torch.", ""),
+                    "kept_float32": kept}
     dest.mkdir(parents=True, exist_ok=True)
     save_atomic(data, dest / MODEL_FILE)
     for section, key in _MACHINE_KEYS:

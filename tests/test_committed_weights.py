@@ -33,6 +33,7 @@ def _fake_run(folder, status="complete", seed=0):
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
         model.generator[1].running_var.fill_(0.7)
+        model.generator[1].running_var[0] = 1e5  # beyond fp16: stays float32
     folder.mkdir(parents=True)
     torch.save({"format": MODEL_FORMAT, "defense": "side", "config": dict(model.config),
                 "state_dict": model.state_dict(), "meta": {"protocol": "dev-test"}},
@@ -55,9 +56,12 @@ def test_export_halves_the_weights_and_drops_machine_paths(tmp_path, one_thread)
     model = _fake_run(tmp_path / "run")
     dest = committed_weights.export_weights(tmp_path / "run", tmp_path / "weights" / "side")
     data = torch.load(dest / "model.pt", weights_only=True)
-    floats = [v for v in data["state_dict"].values() if v.is_floating_point()]
+    floats = [v for k, v in data["state_dict"].items()
+              if v.is_floating_point() and k != "generator.1.running_var"]
     assert floats and all(v.dtype == torch.float16 for v in floats)
-    assert data["meta"] == {"protocol": "dev-test", "dtype": "float16"}
+    assert data["meta"] == {"protocol": "dev-test", "dtype": "float16",
+                            "kept_float32": ["generator.1.running_var"]}
+    assert data["state_dict"]["generator.1.running_var"].dtype == torch.float32
     text = (dest / "manifest.json").read_text()
     assert "/somewhere" not in text and "checkpoint.pt" not in text
     manifest = json.loads(text)

@@ -156,18 +156,20 @@ def test_committed_format_rebuilds_its_basis_from_lfw(shared_data, tmp_path, mon
 @pytest.mark.skipif(committed_weights.committed_dir("side") is None,
                     reason="no committed SIDE weights in this checkout")
 def test_committed_side_weights_load_and_keep_genuine_pairs(shared_data, one_thread):
-    """The shipped SIDE model loads on a fresh machine (basis rebuilt from LFW) and its
-    purified genuine dev-test pairs still match far better than impostor pairs."""
+    """The shipped SIDE model loads on a fresh machine (basis rebuilt from LFW) and purified
+    genuine dev-test pairs still score above impostor pairs (ROC AUC 0.77 on these 200
+    pairs when it was committed; chance is 0.5)."""
     from facebench.defenses.side import SIDE
+    from facebench.metrics import roc_auc
     from facebench.runner import load_recognizer
 
-    defense = SIDE(data_home=shared_data, inference="threshold")
+    defense = SIDE(checkpoint="weights", data_home=shared_data)
     assert defense.checkpoint_path == str(committed_weights.committed_dir("side") / "model.pt")
     assert defense.meta["protocol"] == "dev-test" and defense.meta["dtype"] == "float16"
+    assert defense.row_name == "side[medium]"
     rec = load_recognizer("dlib-resnet")
-    xa, xb, same = _real_pairs(shared_data, 8)
+    xa, xb, same = _real_pairs(shared_data, 200)
     with torch.no_grad():
         a = torch.nn.functional.normalize(rec(defense(xa)), dim=1)
         b = torch.nn.functional.normalize(rec(defense(xb)), dim=1)
-    cos = (a * b).sum(1)
-    assert cos[same].mean() > cos[~same].mean() + 0.05
+    assert roc_auc((a * b).sum(1).numpy(), same.numpy()) > 0.7

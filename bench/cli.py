@@ -214,8 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     for col in ("dataset", "protocol", "recognizer", "threat-model", "goal"):
         t.add_argument(f"--{col}", help=f"keep rows with this {col}")
     t.add_argument("--adaptive", default="none",
-                   help="attacker knowledge to tabulate: none (grey-box, default), any (every "
-                   "adaptive variant), plain, bpda, eot, bpda+eot")
+                   help="attacker knowledge to tabulate: none (grey-box, default), through "
+                   "(--adaptive gradients through the defense: plain, bpda, eot, bpda+eot), any "
+                   "(every non-grey-box row: also a*, query, transfer:...), or one kind")
     t.add_argument("--budget", type=float, help="keep attacked rows with this budget")
     t.add_argument("--n-pairs", type=int, help="keep runs on this many pairs")
     return parser

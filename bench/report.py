@@ -12,6 +12,8 @@ from .results import read_runs
 
 #: columns in the SIDE paper's Table 1 order; any other attack follows alphabetically
 ATTACK_ORDER = ["none", "fgsm", "deepfool", "pgd", "cw"]
+#: the ``adaptive`` column values of ``--adaptive`` runs (gradients through the defense)
+THROUGH_DEFENSE = ("plain", "bpda", "eot", "bpda+eot")
 DEFENSE_ORDER = ["none", "jpeg", "bit-depth", "median", "tvm", "quilting", "pin", "side"]
 PERCENT = {"eer", "tar_at_far_1e-3", "tar_at_far_1e-2", "acc_at_clean_thr", "asr",
            "accuracy_10fold", "accuracy_10fold_std", "accuracy", "tar_at_thr", "frr_at_thr",
@@ -69,8 +71,9 @@ def filter_rows(df: pd.DataFrame, filters: Optional[Dict[str, object]] = None) -
     """Rows matching ``filters`` (column -> wanted value; None = any).
 
     Attack-side columns (threat model, budget, goal, adaptive) only filter attacked rows, so
-    the clean rows of the same runs stay as the "Clean" column. ``adaptive="any"`` keeps every
-    adaptive variant (one per defense).
+    the clean rows of the same runs stay as the "Clean" column. ``adaptive="through"`` keeps
+    the ``--adaptive`` kinds (gradients through the defense: plain, bpda, eot, bpda+eot);
+    ``adaptive="any"`` keeps every non-grey-box row (also a*, query, transfer).
     """
     for col, want in (filters or {}).items():
         if want is None:
@@ -79,6 +82,8 @@ def filter_rows(df: pd.DataFrame, filters: Optional[Dict[str, object]] = None) -
             df = df[(df["attack"] == "none") | (df["budget"].astype(float) == float(want))]
         elif col == "adaptive" and want == "any":
             df = df[(df["attack"] == "none") | (df[col].astype(str) != "none")]
+        elif col == "adaptive" and want == "through":
+            df = df[(df["attack"] == "none") | df[col].astype(str).isin(THROUGH_DEFENSE)]
         elif col in ("threat_model", "goal", "adaptive"):
             df = df[(df["attack"] == "none") | (df[col].astype(str) == str(want))]
         else:

@@ -145,3 +145,21 @@ def test_defenses_with_only_clean_rows_are_left_out_of_attack_tables(tmp_path):
     only_clean = tmp_path / "clean.csv"
     append_rows(only_clean, [_row(run_id="a"), _row(run_id="b", defense="jpeg")])
     assert "| jpeg | 10.00% |" in render_table(str(only_clean))  # a clean-only table keeps all
+
+
+def test_adaptive_through_keeps_only_gradient_through_defense_rows(tmp_path):
+    """``through`` tabulates --adaptive runs; a* and transfer rows stay out of that table."""
+    out = tmp_path / "runs.csv"
+    rows = []
+    for i, (kind, value) in enumerate([("bpda+eot", 0.62), ("a*", 0.35),
+                                       ("transfer:dlib-resnet", 0.9), ("plain", 0.5)]):
+        defense = "none" if kind == "plain" else "side[medium]"
+        rows += [_row(run_id=f"t{i}", defense=defense, value=0.1),
+                 _row(run_id=f"t{i}", defense=defense, attack="pgd", threat_model="rel-l2",
+                      budget=0.04, goal="pair", adaptive=kind, value=value,
+                      started_at=f"2026-03-0{i + 1}T00:00:00+00:00")]
+    append_rows(out, rows)
+    through = render_table(str(out), filters={"adaptive": "through"})
+    assert "| side[medium] | 10.00% | 62.00% |" in through and "| none | 10.00% | 50.00% |" in through
+    anything = render_table(str(out), filters={"adaptive": "any"})
+    assert "| side[medium] | 10.00% | 90.00% |" in anything  # the newest row of any kind

@@ -172,7 +172,7 @@ def _add_train(sub) -> None:
                        "and resumes after an interruption.")
     p.add_argument("defense", help="side | pin")
     p.add_argument("--preset", default="quick",
-                   help="quick (CPU, minutes) | medium (side only: CPU, about 2 h) | full (the "
+                   help="quick (CPU, minutes) | medium (side only: CPU, about 1.5 h) | full (the "
                    "paper's schedule, for a GPU)")
     p.add_argument("--protocol", default="dev-test",
                    help="evaluation protocol whose people are held out of training")

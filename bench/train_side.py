@@ -18,7 +18,7 @@ the policy is moved by REINFORCE with the per-face mean affinity as baseline (Eq
 * Presets: ``full`` is the paper schedule (50k + 250k steps, batch 4, all training-split
   images); ``quick`` (CPU: about 5 min on two cores with dlib-resnet) keeps every
   setting but runs 150 + 150 steps, with the eigenbasis and the training images limited
-  to 3000 evenly spaced images of the split; ``medium`` (CPU, about 2 h on two cores) is
+  to 3000 evenly spaced images of the split; ``medium`` (CPU, about 1.5 h on two cores) is
   ``quick`` run for 2000 + 4000 steps, long enough for the selection probabilities to
   leave 0.5 (``quick`` barely moves them).
 """

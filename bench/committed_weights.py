@@ -9,13 +9,13 @@ of that image list must match the one recorded at training time.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
 from importlib import resources
 from pathlib import Path
 
+import pooch
 import torch
 
 from .eigenfaces import EigenBasis, save_atomic
@@ -62,14 +62,6 @@ def _check_fingerprint(basis: EigenBasis, want: dict, where) -> None:
             f"local LFW images differ from the training machine's")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def export_weights(run_dir, dest, dtype: torch.dtype = torch.float16) -> Path:
     """Copy the trained model of ``run_dir`` to ``dest`` in ``dtype``, with its manifest
     (machine paths removed) and training log. Refuses an unfinished run."""
@@ -106,7 +98,7 @@ def export_weights(run_dir, dest, dtype: torch.dtype = torch.float16) -> Path:
     manifest["eigen"]["source"] = "recomputed from the training images named in data"
     manifest["eigen"]["fingerprint"] = basis_fingerprint(load_basis_file(run_dir / EIGEN_FILE))
     manifest["export"] = {"dtype": data["meta"]["dtype"],
-                          "model_sha256": _sha256(dest / MODEL_FILE)}
+                          "model_sha256": pooch.file_hash(str(dest / MODEL_FILE))}
     (dest / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n",
                                  encoding="utf-8")
     if (run_dir / "log.jsonl").is_file():

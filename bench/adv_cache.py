@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import platformdirs
 
 from . import attack as attack_module
 from . import threat as threat_module
 from .fileio import atomic_write
+from .paths import cache_dir
 
 
 def default_dir() -> Path:
-    return Path(platformdirs.user_cache_dir("facebench")) / "adversarial"
+    return cache_dir("adversarial")
 
 
 def _source_hash(attack) -> str:

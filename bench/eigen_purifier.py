@@ -19,10 +19,8 @@ statistics, memory read-only), whatever mode the wrapper is put in.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-import platformdirs
 import torch
 from torch import nn
 
@@ -45,9 +43,9 @@ class NoCheckpointError(FacebenchError):
 
 def default_model_root() -> Path:
     """Where ``train(..., out_dir=None)`` writes: ``user_data_dir("facebench")/models``."""
-    env = os.environ.get("FACEBENCH_MODELS")
-    return Path(env).expanduser() if env else \
-        Path(platformdirs.user_data_dir("facebench")) / "models"
+    from .paths import models_root
+
+    return models_root()
 
 
 def default_out_dir(defense: str, preset: str) -> Path:

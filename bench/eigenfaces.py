@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-import platformdirs
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -194,7 +193,9 @@ def compute_eigenbasis(faces, k: int, size: int = FACE_SIZE) -> EigenBasis:
 
 
 def default_eigen_dir() -> Path:
-    return Path(platformdirs.user_cache_dir("facebench")) / "eigen"
+    from .paths import cache_dir
+
+    return cache_dir("eigen")
 
 
 def basis_key(key_lines: Sequence[str]) -> str:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import platformdirs
 import torch
 
 from facebench.defense import Defense
@@ -31,7 +30,9 @@ CHUNK = 512  # query patches per distance matrix: 512 × 50k floats ~ 100 MB
 
 def bank_cache_dir() -> Path:
     """Where built patch banks are kept between runs."""
-    return Path(platformdirs.user_cache_dir("facebench")) / "quilting"
+    from facebench.paths import cache_dir
+
+    return cache_dir("quilting")
 
 
 def scaled_patch(side: int) -> int:

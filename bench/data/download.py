@@ -13,7 +13,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-import platformdirs
 
 from ..errors import FacebenchError
 from .lfw import IMAGE_DIR, check_protocol, lfw_home_dir
@@ -69,7 +68,9 @@ def resolve_data_home(cli_value=None) -> Path:
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser()
-    return Path(platformdirs.user_cache_dir("facebench")) / "data"
+    from ..paths import data_root
+
+    return data_root()
 
 
 def fetch_file(remote: RemoteFile, directory) -> Path:

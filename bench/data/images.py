@@ -13,18 +13,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import platformdirs
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from ..errors import FacebenchError
 from ..fileio import atomic_write
+from ..paths import cache_dir
 from .align import Aligner
 
 
 def default_cache_dir() -> Path:
     """Per-user folder for aligned-crop caches."""
-    return Path(platformdirs.user_cache_dir("facebench")) / "aligned"
+    return cache_dir("aligned")
 
 
 def load_image(path) -> np.ndarray:

@@ -37,6 +37,8 @@ def test_side_ablation_layout_keeps_the_paper_row_order_and_grey_box(tmp_path):
                     "| w/o SSAT | 3.00% | 60.00% |", "| w/o Memory | 4.00% | 50.00% |",
                     "| SIDE | 2.00% | 30.00% |"]
     assert md.index("medium training schedule") < md.index("quick training schedule")
+    # each block states the one configuration it holds; the a* rows are another one
+    assert md.count("n_pairs=10, threat_model=rel-l2, budget=0.04, goal=pair, adaptive=none") == 2
     clones = render_table(str(out), layout="side-clones")
     assert "| k=10 | 2.00% | 30.00% |" in clones and "| k=20 | 5.00% | 28.00% |" in clones
     assert "k=30" not in clones  # no rows, no line
@@ -161,5 +163,6 @@ def test_adaptive_through_keeps_only_gradient_through_defense_rows(tmp_path):
     append_rows(out, rows)
     through = render_table(str(out), filters={"adaptive": "through"})
     assert "| side[medium] | 10.00% | 62.00% |" in through and "| none | 10.00% | 50.00% |" in through
+    assert "adaptive=through (bpda+eot, plain)" in through  # a declared group, not a mix
     anything = render_table(str(out), filters={"adaptive": "any"})
     assert "| side[medium] | 10.00% | 90.00% |" in anything  # the newest row of any kind

@@ -40,7 +40,7 @@ def _variants(df, names, metric, filters, source, note):
         picked = df[df["defense"].isin(list(label))].copy()
         picked["defense"] = picked["defense"].map(label)
         blocks.append(defense_attack_layout(
-            picked, metric, {"adaptive": "none", **filters}, source,
+            picked, metric, {**filters, "adaptive": filters.get("adaptive") or "none"}, source,
             row_order=list(names.values()), note=f"{note}; {schedule} training schedule"))
     if not blocks:  # the usual "no rows match" error
         return defense_attack_layout(df.iloc[:0], metric, filters, source)

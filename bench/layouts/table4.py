@@ -7,6 +7,7 @@ means a stronger defense. MSE is in [0, 1] pixel units (the paper's [−1, 1] un
 The ``metric`` argument is not used: the table always shows these MSEs. Attack-side filters
 (goal, adaptive, threat model, budget) are ignored too: the goals are the columns, the attack
 is always decision-based (adaptive "query") and unbounded (the eps in its rows means nothing).
+So the configuration a table must not mix is the run's: dataset, protocol, recognizer, n_pairs.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import pandas as pd
 
 from facebench.errors import FacebenchError
 from facebench.registry import register_layout
-from facebench.report import defense_sort_key, filter_rows, latest, markdown, scope_text
+from facebench.report import (RUN_FIELDS, caption, defense_sort_key, latest, markdown, newest,
+                              runs_note, table_config)
 
 ATTACK = "evolutionary"
 MODES = ("dodging", "impersonation")
@@ -37,23 +39,23 @@ def fmt_mse(value) -> str:
                  "(SIDE Table 4)")
 def table4_layout(df: pd.DataFrame, metric: str, filters, source: str) -> str:
     filters = {k: v for k, v in (filters or {}).items() if k not in IGNORED}
-    df = filter_rows(df, filters)
     df = df[df["attack"] == ATTACK]
     parsed = df["metric"].astype(str).str.extract(_METRIC)
     df = df.assign(mode=parsed[0], queries=pd.to_numeric(parsed[1])).dropna(subset=["mode"])
+    df, config = table_config(df, filters, RUN_FIELDS)
     if df.empty:
         raise FacebenchError(f"no {ATTACK} rows with mse_<goal>_at_<queries> metrics match "
                              f"the filters in {source}; run `facebench run --attack {ATTACK}`")
     df = df.assign(queries=df["queries"].astype(int))
-    cell = latest(df, ["defense", "mode", "queries"])["value"]
+    keys = ["defense", "mode", "queries"]
+    cell = latest(df, keys)["value"]
     budgets = sorted(df["queries"].unique())
     cols = [(mode, q) for mode in MODES for q in budgets]
     defenses = sorted(df["defense"].unique(), key=defense_sort_key)
     header = ["Defense"] + [f"{mode.capitalize()} {q}" for mode, q in cols]
     body = [[d] + [fmt_mse(cell.get((d, mode, q), math.nan)) for mode, q in cols]
             for d in defenses]
-    scope = scope_text(filters)
     title = ("**Evolutionary attack: MSE to the clean probe after N queries** (rows: defense, "
-             "columns: goal × queries; [0, 1] pixel units, higher = stronger defense"
-             f"{'; ' + scope if scope else ''})")
+             "columns: goal × queries; [0, 1] pixel units, higher = stronger defense; "
+             f"{caption(config, runs_note(df, newest(df, keys), keys))})")
     return markdown(header, body, title, source)

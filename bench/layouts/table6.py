@@ -4,7 +4,8 @@ Columns come from the latest ``advhat`` run of each defense (and target): the pr
 threshold and TAR there, then the share of evaluation faces the system still rejects as the
 target — without a sticker, with a plain grey sticker (occlusion alone) and with the trained
 AdvHat sticker, the paper's "accuracy". The ``metric`` argument is ignored: the columns are
-fixed.
+fixed. Every other field of the advhat rows must agree (or be chosen with a filter); the target
+(threat model) and the attacker knowledge (adaptive) may differ, they get their own columns.
 """
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import pandas as pd
 
 from facebench.errors import FacebenchError
 from facebench.registry import register_layout
-from facebench.report import defense_sort_key, filter_rows, markdown, scope_text
+from facebench.report import caption, defense_sort_key, markdown, runs_note, table_config
 
+#: fields one table may hold several of: each value gets its own rows
+ROW_KEYS = ("threat_model", "adaptive")
 #: (header, attack column of the run: "none" = its clean rows, metric, shown as)
 COLUMNS = [
     ("Threshold", "none", "threshold", "{:.4f}"),
@@ -34,15 +37,14 @@ def _cell(value, fmt: str) -> str:
 
 @register_layout("table6", "SIDE Table 6: AdvHat sticker accuracy per defense")
 def table6_layout(df: pd.DataFrame, metric: str, filters, source: str) -> str:
-    df = filter_rows(df, filters)
-    attacked = df[df["attack"] == "advhat"]
+    attacked, config = table_config(df[df["attack"] == "advhat"], filters, varying=ROW_KEYS)
     if attacked.empty:
         raise FacebenchError(f"no advhat rows match the filters in {source}; run "
                              "`facebench run --attack advhat` first")
     # the newest advhat run per (defense, target, attacker knowledge); its clean rows share
     # its run_id
     runs = (attacked.sort_values("started_at")
-            .groupby(["defense", "threat_model", "adaptive"], sort=False)["run_id"].last())
+            .groupby(["defense", *ROW_KEYS], sort=False)["run_id"].last())
     order = sorted(runs.index, key=lambda k: (defense_sort_key(k[0]), k))
     targets = sorted({k[1].partition(":")[2] or "?" for k in order})
     knowledge = sorted({k[2] for k in order})
@@ -56,10 +58,10 @@ def table6_layout(df: pd.DataFrame, metric: str, filters, source: str) -> str:
             ([key[2]] if len(knowledge) > 1 else [])
         line += [_cell(values.get((a, m)), fmt) for _, a, m, fmt in COLUMNS]
         body.append(line)
-    n_faces = sorted(set(attacked["n_pairs"].astype(int)))
-    scope = scope_text(filters)
+    shown = attacked[attacked["run_id"].isin(list(runs))]
     title = ("**AdvHat sticker attack** (SIDE Table 6; accuracy = share of face-vs-target "
              "verifications rejected at the clean threshold, higher is better"
              + (f"; target {targets[0]}" if len(targets) == 1 else "")
-             + f"; {', '.join(map(str, n_faces))} faces" + (f"; {scope}" if scope else "") + ")")
+             + f"; {config['n_pairs']} faces; "
+             + caption(config, runs_note(attacked, shown, ["defense", *ROW_KEYS])) + ")")
     return markdown(header, body, title, source)

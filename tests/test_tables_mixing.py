@@ -1,0 +1,155 @@
+"""Tables never mix configurations: one declared setup per table, stated in its caption."""
+import pytest
+
+from facebench.errors import FacebenchError
+from facebench.report import render_table, table_config
+from facebench.results import COLUMNS, append_rows, read_runs
+
+PGD = dict(attack="pgd", threat_model="rel-l2", budget=0.04, goal="pair")
+LINF = dict(attack="torchattacks:PGD", threat_model="linf", budget=0.5, goal="pair")
+
+
+def _row(**kw):
+    row = dict(run_id="r1", started_at="2026-01-01T00:00:00+00:00", facebench_version="0",
+               git_sha="x", dataset="lfw", protocol="dev-test", n_pairs=1000,
+               recognizer="dlib-resnet", defense="none", attack="none", threat_model="none",
+               budget=0.0, goal="none", adaptive="none", seed=0, metric="eer", value=0.1,
+               wall_s=1.0)
+    row.update(kw)
+    assert set(row) == set(COLUMNS)
+    return row
+
+
+def _run(run_id, day, clean, attacked=None, attack=PGD, **kw):
+    """Rows of one run: its clean row, plus an attacked row when ``attacked`` is given."""
+    base = dict(run_id=run_id, started_at=f"2026-01-{day:02d}T00:00:00+00:00", **kw)
+    rows = [_row(**base, value=clean)] if clean is not None else []
+    return rows + ([_row(**base, **attack, value=attacked)] if attacked is not None else [])
+
+
+def _body(md):
+    return [ln for ln in md.splitlines() if ln.startswith("| ") and "Defense" not in ln]
+
+
+def _header(md):
+    return next(ln for ln in md.splitlines() if ln.startswith("| Defense"))
+
+
+def test_small_clean_run_is_not_shown_beside_larger_attack_cells(tmp_path):
+    out = tmp_path / "runs.csv"
+    append_rows(out, _run("big", 1, 0.02, 0.6) + _run("small", 2, 0.05, n_pairs=20))
+    with pytest.raises(FacebenchError, match=r"n_pairs \(20, 1000\).*--n-pairs"):
+        render_table(str(out))
+    md = render_table(str(out), filters={"n_pairs": 1000})
+    assert _body(md) == ["| none | 2.00% | 60.00% |"]  # the clean cell of the 1000-pair run
+
+
+def test_newer_smaller_run_does_not_replace_a_cell(tmp_path):
+    out = tmp_path / "runs.csv"
+    append_rows(out, _run("big", 1, 0.02, 0.6) + _run("small", 2, 0.03, 0.4, n_pairs=100))
+    with pytest.raises(FacebenchError, match=r"rows differ in n_pairs \(100, 1000\)"):
+        render_table(str(out))
+    md = render_table(str(out), filters={"n_pairs": 1000})
+    assert _body(md) == ["| none | 2.00% | 60.00% |"]
+    assert "n_pairs=1000" in md and "from 1 run" in md and "latest of" not in md
+
+
+def test_threat_models_and_budgets_are_not_mixed(tmp_path):
+    out = tmp_path / "runs.csv"
+    append_rows(out, _run("l", 1, 0.02, 0.7, LINF) + _run("r", 2, 0.02, 0.9))
+    with pytest.raises(FacebenchError, match=r"threat_model \(linf, rel-l2\) and budget "
+                       r"\(0.04, 0.5\); choose with --threat-model / --budget"):
+        render_table(str(out))
+    md = render_table(str(out), filters={"threat_model": "linf", "budget": 0.5})
+    assert _header(md) == "| Defense | Clean | torchattacks:PGD |"
+    assert _body(md) == ["| none | 2.00% | 70.00% |"]
+    md = render_table(str(out), filters={"threat_model": "rel-l2", "budget": 0.04})
+    assert _header(md) == "| Defense | Clean | pgd |"
+
+
+def test_caption_states_the_configuration_and_reruns(tmp_path):
+    out = tmp_path / "runs.csv"
+    append_rows(out, _run("a", 1, 0.02, 0.6) + _run("b", 1, 0.03, 0.5, defense="jpeg"))
+    md = render_table(str(out), filters={"adaptive": "none"})
+    assert ("dataset=lfw, protocol=dev-test, recognizer=dlib-resnet, n_pairs=1000, "
+            "threat_model=rel-l2, budget=0.04, goal=pair, adaptive=none; from 2 runs") in md
+    assert "latest of" not in md
+    append_rows(out, _run("c", 3, 0.01, 0.8))  # a rerun of the none cells
+    md = render_table(str(out), filters={"adaptive": "none"})
+    assert "from 2 runs (latest of up to 2 runs per cell)" in md
+    assert _body(md) == ["| none | 1.00% | 80.00% |", "| jpeg | 3.00% | 50.00% |"]
+
+
+def test_clean_cell_prefers_the_runs_of_the_attack_cells(tmp_path):
+    out = tmp_path / "runs.csv"
+    append_rows(out, _run("astar", 1, 0.02, 0.99, dict(PGD, adaptive="a*"))
+                + _run("grey", 2, 0.03, 0.9)  # newer, but its attack is not in this table
+                + _run("bare", 1, None, 0.7, defense="jpeg") + _run("cj", 2, 0.04, defense="jpeg")
+                + _run("jpeg-a*", 1, None, 0.98, dict(PGD, adaptive="a*"), defense="jpeg"))
+    md = render_table(str(out), filters={"adaptive": "a*"})
+    # none: the clean row of the a* run itself; jpeg: its a* run has no clean row, so the
+    # latest clean run of the same configuration
+    assert _body(md) == ["| none | 2.00% | 99.00% |", "| jpeg | 4.00% | 98.00% |"]
+
+
+def test_through_group_is_a_declared_choice_not_a_mix(tmp_path):
+    out = tmp_path / "runs.csv"
+    append_rows(out, _run("p", 1, 0.02, 0.5, dict(PGD, adaptive="plain"))
+                + _run("b", 1, 0.03, 0.6, dict(PGD, adaptive="bpda"), defense="jpeg"))
+    md = render_table(str(out), filters={"adaptive": "through"})
+    assert "adaptive=through (bpda, plain)" in md and len(_body(md)) == 2
+
+
+def test_side_tables_refuse_mixed_pair_counts(tmp_path):
+    out = tmp_path / "runs.csv"
+    append_rows(out, _run("q", 1, 0.3, 0.4, defense="side[quick]", n_pairs=200)
+                + _run("q20", 2, 0.1, 0.2, defense="side[quick]", n_pairs=20))
+    with pytest.raises(FacebenchError, match=r"n_pairs \(20, 200\)"):
+        render_table(str(out), layout="side-ablation")
+    md = render_table(str(out), layout="side-ablation", filters={"n_pairs": 200})
+    assert _body(md) == ["| SIDE | 30.00% | 40.00% |"] and "n_pairs=200" in md
+
+
+def _evo(run_id, day, n_pairs, mse):
+    attack = dict(attack="evolutionary", threat_model="rel-l2", budget=0.04, goal="pair",
+                  adaptive="query", metric="mse_dodging_at_1000")
+    return _run(run_id, day, None, mse, attack, n_pairs=n_pairs)
+
+
+def test_table4_refuses_mixed_pair_counts(tmp_path):
+    out = tmp_path / "runs.csv"
+    append_rows(out, _evo("a", 1, 50, 3e-3) + _evo("b", 2, 8, 1e-3)
+                + _run("c", 3, 0.02, n_pairs=1000))  # a clean run: not this table's rows
+    with pytest.raises(FacebenchError, match=r"n_pairs \(8, 50\)"):
+        render_table(str(out), layout="table4")
+    md = render_table(str(out), layout="table4", filters={"n_pairs": 50})
+    assert _body(md) == ["| none | 3.00e-3 | – |"] and "n_pairs=50" in md
+
+
+def _advhat(run_id, day, n_pairs, accuracy):
+    attack = dict(attack="advhat", threat_model="sticker:Someone", budget=0.1152,
+                  goal="impersonation", metric="accuracy")
+    return _run(run_id, day, None, accuracy, attack, n_pairs=n_pairs) + [
+        _row(run_id=run_id, started_at=f"2026-01-{day:02d}T00:00:00+00:00", n_pairs=n_pairs,
+             metric="threshold", value=0.9)]
+
+
+def test_table6_refuses_mixed_face_counts(tmp_path):
+    out = tmp_path / "runs.csv"
+    append_rows(out, _advhat("a", 1, 962, 0.8) + _advhat("b", 2, 10, 0.3)
+                + _run("c", 3, 0.02, n_pairs=1000))  # a clean run: not this table's rows
+    with pytest.raises(FacebenchError, match=r"n_pairs \(10, 962\)"):
+        render_table(str(out), layout="table6", filters={"adaptive": "none"})
+    md = render_table(str(out), layout="table6", filters={"adaptive": "none", "n_pairs": 962})
+    assert _body(md)[0].startswith("| none | 0.9000 | – | – | – | 80.00% |")
+    assert "n_pairs=962" in md and "budget=0.1152" in md
+
+
+def test_table_config_names_the_single_values(tmp_path):
+    out = tmp_path / "runs.csv"
+    append_rows(out, _run("a", 1, 0.02, 0.6))
+    rows, config = table_config(read_runs(out), {"adaptive": "none"})
+    assert len(rows) == 2 and config == {
+        "dataset": "lfw", "protocol": "dev-test", "recognizer": "dlib-resnet",
+        "n_pairs": "1000", "threat_model": "rel-l2", "budget": "0.04", "goal": "pair",
+        "adaptive": "none"}

@@ -5,6 +5,7 @@ a dataset means writing a parser that returns a :class:`PairList` and nothing el
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,9 +14,26 @@ import numpy as np
 from ..errors import FacebenchError
 
 
+def outside_root(path: str) -> str | None:
+    """Why ``path`` would leave its image root (absolute, ``..``, NUL), or None when it stays.
+
+    Lexical on purpose: symlinks are not resolved, since a root may legitimately hold links
+    to images elsewhere; only what the list itself writes is judged.
+    """
+    path = str(path)
+    if "\0" in path:
+        return "contains a NUL character"
+    if os.path.isabs(path) or os.path.splitdrive(path)[0]:
+        return "is absolute"
+    norm = os.path.normpath(path)
+    if norm == ".." or norm.startswith(".." + os.sep):
+        return "points outside the image root (..)"
+    return None
+
+
 @dataclass
 class PairList:
-    """Pairs of images with labels; paths are relative to ``root`` unless absolute."""
+    """Pairs of images with labels; paths are relative to ``root`` and stay inside it."""
 
     paths_a: list[str]
     paths_b: list[str]
@@ -49,9 +67,12 @@ class PairList:
         )
 
     def resolve(self, path: str) -> Path:
-        """Where an image of this list lives on disk."""
-        p = Path(path)
-        return p if p.is_absolute() else self.root / p
+        """Where an image of this list lives on disk: always under ``root``."""
+        problem = outside_root(path)
+        if problem:
+            raise FacebenchError(f"image path {path!r} of {self.name} {problem}; image paths "
+                                 f"must be relative to the image root {self.root}")
+        return self.root / path
 
     def unique_paths(self) -> list[str]:
         """Every image once, in order of first appearance, so each is decoded only once."""

@@ -1,7 +1,8 @@
 """A generic pairs dataset: a CSV ``path_a,path_b,same`` over a folder of aligned crops.
 
 This is how users benchmark on their own faces: no parser to write, just a CSV. The crops
-are assumed already aligned, so they only get resized to the recognizer's input.
+are assumed already aligned, so they only get resized to the recognizer's input. Image paths
+must stay inside the image root: a shared CSV cannot make a run read other files.
 """
 from __future__ import annotations
 
@@ -11,15 +12,23 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FacebenchError
-from .pairs import PairList
+from .pairs import PairList, outside_root
 
 COLUMNS = ("path_a", "path_b", "same")
 _TRUE = {"1", "true"}
 _FALSE = {"0", "false"}
 
 
+def _check_inside(path: str, where: str, line: int, root: Path) -> None:
+    """One line naming the CSV line whose image path would leave the image root."""
+    problem = outside_root(path)
+    if problem:
+        raise FacebenchError(f"{where} line {line}: image path {path!r} {problem}; paths "
+                             f"must be relative to the image root {root}")
+
+
 def csv_pairs(pairs_file, image_root=None) -> PairList:
-    """Parse ``pairs_file``; relative paths are under ``image_root`` (default: the CSV's folder)."""
+    """Parse ``pairs_file``; paths are relative to ``image_root`` (default: the CSV's folder)."""
     pairs_file = Path(pairs_file).expanduser()
     root = Path(image_root).expanduser() if image_root is not None else pairs_file.parent
     where = pairs_file.name
@@ -56,6 +65,8 @@ def csv_pairs(pairs_file, image_root=None) -> PairList:
                 a, b = row[col["path_a"]].strip(), row[col["path_b"]].strip()
                 if not a or not b:
                     raise FacebenchError(f"{where} line {line}: empty image path")
+                _check_inside(a, where, line, root)
+                _check_inside(b, where, line, root)
                 flag = row[col["same"]].strip().lower()
                 if flag not in _TRUE | _FALSE:
                     raise FacebenchError(

@@ -94,6 +94,7 @@ class Registry:
 RECOGNIZERS = Registry("recognizer", "facebench.models")
 DEFENSES = Registry("defense", "facebench.defenses")
 ATTACKS = Registry("attack", "facebench.attacks")
+DATASETS = Registry("dataset", "facebench.datasets")
 #: named `facebench table --layout` renderers: fn(runs DataFrame, filters dict) -> markdown
 LAYOUTS = Registry("table layout", "facebench.layouts")
 
@@ -101,3 +102,4 @@ register_recognizer = RECOGNIZERS.register
 register_defense = DEFENSES.register
 register_attack = ATTACKS.register
 register_layout = LAYOUTS.register
+register_dataset = DATASETS.register

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Dict, List, Optional
 
 from .errors import FacebenchError
@@ -47,8 +48,12 @@ def _add_run(sub) -> None:
                        "under attack; print a table and append tidy rows to a CSV.")
     g = p.add_argument_group("what to evaluate")
     g.add_argument("--recognizer", default="dlib-resnet", help="registered recognizer")
-    g.add_argument("--dataset", default="lfw", help="lfw | pairs (your own aligned crops)")
-    g.add_argument("--protocol", default="10-fold", help="lfw: 10-fold | dev-train | dev-test")
+    g.add_argument("--dataset", default="lfw-sample",
+                   help="registered dataset (`facebench list`): lfw-sample (default: 100 LFW "
+                   "dev-test pairs shipped with facebench), lfw, pairs (your own aligned crops)")
+    g.add_argument("--protocol", default=None,
+                   help="lfw: 10-fold | dev-train | dev-test (default: the protocol a learned "
+                   "defense was trained for, else 10-fold)")
     g.add_argument("--pairs", type=int, default=None, metavar="N",
                    help="seeded, balanced subset of N pairs (default: all)")
     g.add_argument("--pairs-file", help="--dataset pairs: CSV path_a,path_b,same")
@@ -86,7 +91,9 @@ def _add_run(sub) -> None:
     o.add_argument("--seed", type=int, default=0)
     o.add_argument("--batch-size", type=int, default=32)
     o.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    o.add_argument("--out", default="results/runs.csv", help="runs CSV to append rows to")
+    o.add_argument("--out", default=None,
+                   help="runs CSV to append rows to (default: $FACEBENCH_RESULTS, else "
+                   "./facebench-results/runs.csv; '' writes none)")
     o.add_argument("--no-auto-train", action="store_true",
                    help="fail instead of training the quick preset of a learned defense "
                    "that has no model yet")
@@ -96,9 +103,11 @@ def _add_run(sub) -> None:
 
 
 def cmd_run(args) -> int:
+    from .paths import default_runs_csv
     from .runner import RunConfig, run
     from .report import summary_table
 
+    out = str(default_runs_csv()) if args.out is None else (args.out or None)
     params = _params(args.attack_param, "--attack-param")
     if args.steps is not None:
         params["steps"] = args.steps
@@ -111,22 +120,22 @@ def cmd_run(args) -> int:
         source=args.source, minimal_eps=args.minimal_eps,
         minimal_eps_steps=args.minimal_eps_steps, attack_params=params,
         defense_params=_params(args.defense_param, "--defense-param"), seed=args.seed,
-        batch_size=args.batch_size, device=args.device, out=args.out,
+        batch_size=args.batch_size, device=args.device, out=out,
         data_home=args.data_home, pairs_file=args.pairs_file, image_root=args.image_root,
         download=not args.no_download, progress=not args.quiet,
         adv_cache=not args.no_adv_cache, auto_train=not args.no_auto_train)
     df = run(cfg)
     print(summary_table(df))
-    if args.out:
-        print(f"\n{len(df)} rows appended to {args.out}")
+    if out:
+        print(f"\n{len(df)} rows appended to {out}")
     return 0
 
 
 def cmd_list(args) -> int:
-    from .registry import ATTACKS, DEFENSES, LAYOUTS, RECOGNIZERS
+    from .registry import ATTACKS, DATASETS, DEFENSES, LAYOUTS, RECOGNIZERS
 
-    for title, reg in (("recognizers", RECOGNIZERS), ("defenses", DEFENSES),
-                       ("attacks", ATTACKS), ("table layouts", LAYOUTS)):
+    for title, reg in (("recognizers", RECOGNIZERS), ("datasets", DATASETS),
+                       ("defenses", DEFENSES), ("attacks", ATTACKS), ("table layouts", LAYOUTS)):
         print(f"{title}:")
         entries = [(n, o.registry_description, getattr(o, "defaults", None))
                    for n, o in reg.items()]
@@ -140,16 +149,22 @@ def cmd_list(args) -> int:
 
 
 def cmd_table(args) -> int:
+    from .paths import default_runs_csv
     from .report import render_table
 
-    text = render_table(args.runs, layout=args.layout, metric=args.metric, out=args.out,
+    runs = args.runs or str(default_runs_csv())
+    out = args.out
+    if out is None:  # one file per layout and metric, beside the runs it was made from
+        stem = "table" if args.layout == "defense-attack" else f"table_{args.layout}"
+        out = str(Path(runs).parent / f"{stem}_{args.metric}.md")
+    text = render_table(runs, layout=args.layout, metric=args.metric, out=out or None,
                         filters=dict(
         dataset=args.dataset, protocol=args.protocol, recognizer=args.recognizer,
         threat_model=args.threat_model, budget=args.budget, goal=args.goal,
         adaptive=args.adaptive, n_pairs=args.n_pairs))
     print(text)
-    if args.out:
-        print(f"\nwritten to {args.out}")
+    if out:
+        print(f"\nwritten to {out}")
     return 0
 
 
@@ -204,13 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("table", help="regenerate a markdown table from a runs CSV",
                        description="Regenerate a table from tidy rows with a registered layout. "
                        "The default (defense-attack): rows = defense, columns = attack (clean "
-                       "first), one metric, latest run per cell, like the SIDE paper's Table 1.")
-    t.add_argument("--runs", default="results/runs.csv", help="runs CSV to read")
+                       "first), one metric, like the SIDE paper's Table 1. A table holds one configuration "
+                       "(dataset, protocol, recognizer, pairs, threat model, budget, goal, "
+                       "knowledge), stated in its caption; newest run per cell.")
+    t.add_argument("--runs", default=None, help="runs CSV to read (default: where `facebench "
+                   "run` writes: $FACEBENCH_RESULTS, else ./facebench-results/runs.csv)")
     t.add_argument("--layout", default="defense-attack",
                    help="registered table layout (see `facebench list`)")
     t.add_argument("--metric", default="eer", help="metric to tabulate (default eer)")
-    t.add_argument("--out", default="results/table_eer.md",
-                   help="markdown file to write ('' to only print)")
+    t.add_argument("--out", default=None,
+                   help="markdown file to write (default: table_<metric>.md, or "
+                   "table_<layout>_<metric>.md, beside --runs; '' to only print)")
     for col in ("dataset", "protocol", "recognizer", "threat-model", "goal"):
         t.add_argument(f"--{col}", help=f"keep rows with this {col}")
     t.add_argument("--adaptive", default="none",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -42,6 +41,30 @@ def committed_dir(defense: str) -> Path | None:
         if (root / defense / "model.pt").is_file():
             return root / defense
     return None
+
+
+_VERIFIED: dict = {}
+
+
+def verify_model_hash(model_path) -> None:
+    """Refuse a committed model file whose sha256 differs from its manifest's record (a
+    corrupt checkout, a bad LFS smudge, an edited file). Checked once per file and process."""
+    path = Path(model_path)
+    try:
+        want = json.loads((path.parent / MANIFEST).read_text(encoding="utf-8"))["export"][
+            "model_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # not a committed export (a training folder): nothing recorded to check
+    stat = path.stat()
+    token = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if _VERIFIED.get(token) == want:
+        return
+    got = pooch.file_hash(str(path))
+    if got != want:
+        raise FacebenchError(f"{path} has sha256 {got[:16]}…, but its manifest records "
+                             f"{want[:16]}…; the committed weights are corrupt (reinstall or "
+                             f"`git checkout -- {path.parent.name}/{path.name}`)")
+    _VERIFIED[token] = want
 
 
 def basis_fingerprint(basis: EigenBasis) -> dict:
@@ -137,10 +160,10 @@ def rebuild_basis(model_dir, data_home=None, progress: bool = True, *, recognize
             f"the LFW training split here differs from the one {model_dir} was trained on "
             f"(image-list sha256 {info['image_list_sha256'][:12]} vs {want_sha[:12]}); its "
             f"eigenbasis cannot be rebuilt")
-    if progress:
-        print(f"eigenbasis of the committed {defense} model: top {k} eigenfaces of "
-              f"{len(images)} training images (computed once, then cached)", file=sys.stderr)
-    basis, _ = cached_eigenbasis(images, key_lines, k, eigen_cache_dir, size)
+    announce = (f"eigenbasis of the committed {defense} model: top {k} eigenfaces of "
+                f"{len(images)} training images (computed once, then cached)"
+                if progress else None)
+    basis, _ = cached_eigenbasis(images, key_lines, k, eigen_cache_dir, size, announce)
     if fingerprint:
         _check_fingerprint(basis, fingerprint, model_dir)
     return basis

@@ -17,6 +17,14 @@ class Defense(nn.Module):
     differentiable: bool = True
     randomized: bool = False
 
+    @classmethod
+    def trained_protocol(cls, params) -> str | None:
+        """The LFW protocol whose people the model ``params`` would load was trained without,
+        read cheaply (a manifest, never the weights); None for defenses that are not learned
+        or have no model yet. The runner uses it to pick and check the protocol before any
+        heavy work."""
+        return None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 

@@ -97,7 +97,7 @@ def _finished(folder: Path) -> bool:
     return status == "complete"
 
 
-def load_basis_beside(model_path, data_home=None) -> EigenBasis:
+def load_basis_beside(model_path, data_home=None, progress: bool = True) -> EigenBasis:
     """The eigenbasis of a trained model: ``eigen.pt`` in its folder, or, for committed
     weights (which do not ship it), recomputed from the LFW images its manifest names."""
     folder = Path(model_path).parent
@@ -105,7 +105,7 @@ def load_basis_beside(model_path, data_home=None) -> EigenBasis:
         return load_basis_file(folder / EIGEN_FILE)
     from .committed_weights import rebuild_basis
 
-    return rebuild_basis(folder, data_home)
+    return rebuild_basis(folder, data_home, progress)
 
 
 def load_model_file(path, defense: str) -> dict:
@@ -133,13 +133,14 @@ class EigenPurifier(Defense):
 
     def __init__(self, checkpoint=None, inference: str = "sample", seed: int = 0,
                  clamp: bool = False, *, model: nn.Module | None = None,
-                 basis: EigenBasis | None = None, data_home=None):
+                 basis: EigenBasis | None = None, data_home=None, progress: bool = True):
         """Load the trained model (``checkpoint``: see :func:`find_checkpoint`), or take
         ``model`` and ``basis`` directly (tests). ``data_home`` is where LFW is, needed only
         to recompute the eigenbasis of committed weights."""
         meta, path = {}, None
         if model is None or basis is None:
-            data, basis, path = self.read_checkpoint(self.defense_name, checkpoint, data_home)
+            data, basis, path = self.read_checkpoint(self.defense_name, checkpoint, data_home,
+                                                     progress)
             model = self.model_class(**data["config"])
             model.load_state_dict(data["state_dict"])
             meta = data.get("meta", {})
@@ -191,12 +192,27 @@ class EigenPurifier(Defense):
             parts.append(f"no-{key.replace('use_', '')}" if value is False else f"{key}={value}")
         return f"[{','.join(parts)}]" if parts else ""
 
+    @classmethod
+    def trained_protocol(cls, params) -> str | None:
+        try:
+            path = find_checkpoint(cls.defense_name, (params or {}).get("checkpoint"))
+        except FacebenchError:
+            return None  # no model yet: the run trains one for its own protocol
+        try:
+            info = json.loads((path.parent / "manifest.json").read_text(encoding="utf-8"))
+            return info["data"]["protocol"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # a hand-made folder: the loaded model's meta is checked later
+
     @staticmethod
-    def read_checkpoint(defense: str, checkpoint, data_home=None
+    def read_checkpoint(defense: str, checkpoint, data_home=None, progress: bool = True
                         ) -> tuple[dict, EigenBasis, Path]:
+        from .committed_weights import verify_model_hash
+
         path = find_checkpoint(defense, checkpoint)
+        verify_model_hash(path)
         data = load_model_file(path, defense)
-        return data, load_basis_beside(path, data_home), path
+        return data, load_basis_beside(path, data_home, progress), path
 
     def reset_rng(self) -> None:
         """Restart the mask stream (the same images in the same order get the same masks)."""

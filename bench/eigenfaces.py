@@ -20,6 +20,7 @@ Choices the papers leave open, made here:
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -217,9 +218,11 @@ def save_atomic(obj, path) -> None:
 
 
 def cached_eigenbasis(images_u8: np.ndarray, key_lines: Sequence[str], k: int,
-                      cache_dir=None, size: int = FACE_SIZE) -> tuple[EigenBasis, Path]:
+                      cache_dir=None, size: int = FACE_SIZE, announce: str | None = None
+                      ) -> tuple[EigenBasis, Path]:
     """The top-``k`` eigenfaces of ``images_u8`` (uint8 N x H x W x 3), from the cache if
-    a basis of the same image list and ``k`` is there; returns it and its cache file."""
+    a basis of the same image list and ``k`` is there; returns it and its cache file.
+    ``announce`` is printed (stderr) only when the basis has to be computed."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_eigen_dir()
     key = basis_key(list(key_lines) + [f"n={len(images_u8)}", f"size={size}"])
     path = cache_dir / f"eigen-{len(images_u8)}img-{key[:16]}-K{k}.pt"
@@ -230,6 +233,8 @@ def cached_eigenbasis(images_u8: np.ndarray, key_lines: Sequence[str], k: int,
                 return basis, path
         except FacebenchError:
             pass  # half-written or foreign file: rebuild it
+    if announce:
+        print(announce, file=sys.stderr)
     basis = compute_eigenbasis(list(faces_from_uint8(images_u8, size)), k, size)
     save_atomic({**basis.to_dict(), "key": key, "n_images": len(images_u8)}, path)
     return basis, path

@@ -12,9 +12,8 @@ import math
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -27,12 +26,15 @@ from . import adv_cache
 from . import metrics as M
 from .adaptive import adaptive_target
 from .attack import attacked_mask
+from .dataset import Dataset, load_dataset
 from .embed import embed_images, to_float
 from .eigen_purifier import NoCheckpointError
 from .errors import FacebenchError
 from .fileio import resolve_device
+from .fingerprint import images_digest
+from .paths import default_runs_csv
 from .registry import ATTACKS, DEFENSES, RECOGNIZERS
-from .results import append_rows, git_sha
+from .results import append_rows, check_writable, git_sha
 from .threat import DEFAULT_EPS, ThreatModel
 
 GOALS = ("dodging", "impersonation", "pair")
@@ -41,8 +43,8 @@ GOALS = ("dodging", "impersonation", "pair")
 @dataclass
 class RunConfig:
     recognizer: str = "dlib-resnet"
-    dataset: str = "lfw"
-    protocol: str = "10-fold"
+    dataset: str = "lfw-sample"  # the embedded 100-pair sample: works offline, in minutes
+    protocol: Optional[str] = None  # None: a learned defense's own protocol, else the default
     pairs: Optional[int] = None
     defense: str = "none"
     attack: str = "pgd"
@@ -59,7 +61,7 @@ class RunConfig:
     seed: int = 0
     batch_size: int = 32
     device: str = "cpu"
-    out: Optional[str] = "results/runs.csv"
+    out: Optional[str] = field(default_factory=lambda: str(default_runs_csv()))
     data_home: Optional[str] = None
     pairs_file: Optional[str] = None
     image_root: Optional[str] = None
@@ -96,6 +98,8 @@ def build_defense(name: str, params: Dict[str, Any], data_home=None, protocol=No
         params.setdefault("data_home", data_home)
     if "protocol" in accepted and protocol is not None:
         params.setdefault("protocol", protocol)
+    if "progress" in accepted:
+        params.setdefault("progress", progress)
     try:
         try:
             return cls(**params)
@@ -118,21 +122,45 @@ def build_defense(name: str, params: Dict[str, Any], data_home=None, protocol=No
         raise FacebenchError(f"defense {name!r}: {exc}") from None
 
 
-def check_training_protocol(defense, dataset: str, protocol: str) -> None:
+def check_training_protocol(defense, dataset, protocol: str,
+                            trained: Optional[str] = None) -> None:
     """Refuse to evaluate a learned defense on people it may have been trained on.
 
     A model trained for ``dev-test`` holds out only dev-test's people; the other protocols'
     pairs include people of its training split, so their numbers would be optimistic.
+    ``dataset`` is a :class:`Dataset` (or its name); ``trained`` defaults to the loaded
+    defense's recorded protocol.
     """
-    trained = (getattr(defense, "meta", None) or {}).get("protocol")
-    if dataset != "lfw" or trained is None or trained == protocol:
+    if trained is None:
+        trained = (getattr(defense, "meta", None) or {}).get("protocol")
+    if not isinstance(dataset, Dataset):
+        dataset = load_dataset(dataset)
+    held_out = dataset.held_out_protocol(protocol)
+    if held_out is None or trained is None or trained == held_out:
         return
-    name = getattr(defense, "registry_name", type(defense).__name__)
+    name = getattr(defense, "registry_name", getattr(defense, "__name__", str(defense)))
     raise FacebenchError(
         f"the {name} model was trained on people held out of LFW {trained!r}, but this run "
-        f"evaluates {protocol!r}, whose pairs include some of its training people; train one "
-        f"for it (`facebench train {name} --protocol {protocol} --out-dir DIR`) and pass "
+        f"evaluates {held_out!r}, whose pairs include some of its training people; train one "
+        f"for it (`facebench train {name} --protocol {held_out} --out-dir DIR`) and pass "
         f"--defense-param checkpoint=DIR")
+
+
+def resolve_protocol(dataset: Dataset, cfg: "RunConfig") -> Optional[str]:
+    """The protocol to run: the user's, else the one a learned defense's model was trained
+    for (said in one line), else the dataset's default. Checked against the model's training
+    split here, before any heavy work, from its manifest alone."""
+    cls = DEFENSES.get(cfg.defense)
+    trained = cls.trained_protocol(cfg.defense_params)
+    protocol = dataset.check_protocol(cfg.protocol)
+    if cfg.protocol is None and trained is not None and trained in dataset.protocols \
+            and trained != protocol:
+        protocol = trained
+        if cfg.progress:
+            print(f"protocol {trained}: the {cfg.defense} model was trained without its "
+                  f"people (--protocol to choose another)", file=sys.stderr)
+    check_training_protocol(cls, dataset, protocol, trained)
+    return protocol
 
 
 def load_recognizer(name: str = "dlib-resnet", device: str = "cpu") -> torch.nn.Module:
@@ -175,27 +203,37 @@ class _Rows:
                      wall_s=round(wall_s, 3)) for k, v in metrics.items()]
 
 
-def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
-    """Run one benchmark configuration; append its rows to ``cfg.out`` and return them."""
-    from .data import load_pairs, pair_images
-    from .data.align import aligner_for
+@dataclass
+class Plan:
+    """What :func:`validate` checked and resolved, before any data or model is loaded."""
 
-    cfg = RunConfig(**{**(asdict(cfg) if cfg else {}), **overrides})
-    # --- validate everything cheap before touching data ----------------------------------
+    dataset: Dataset
+    protocol: Optional[str]
+    device: torch.device
+    attack: Any = None
+    threat: Optional[ThreatModel] = None
+    source: Optional[tuple] = None
+
+
+def validate(cfg: RunConfig) -> Plan:
+    """Every name, budget, size and path of ``cfg`` checked cheaply: a typo or an impossible
+    request fails in one line before any image is decoded or model loaded."""
     if cfg.goal not in GOALS:
         raise FacebenchError(f"unknown goal {cfg.goal!r}; choose from: {', '.join(GOALS)}")
     if cfg.batch_size < 1:
         raise FacebenchError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    if cfg.pairs is not None and (isinstance(cfg.pairs, bool) or cfg.pairs < 2):
+        raise FacebenchError(f"--pairs must be at least 2 (one same and one different pair), "
+                             f"got {cfg.pairs}")
     device = resolve_device(cfg.device)
-    RECOGNIZERS.get(cfg.recognizer)
-    defense = build_defense(cfg.defense, cfg.defense_params, cfg.data_home,
-                            cfg.protocol if cfg.dataset == "lfw" else None,
-                            auto_train=cfg.auto_train, progress=cfg.progress)
-    check_training_protocol(defense, cfg.dataset, cfg.protocol)
-    attack = None
+    rec_cls = RECOGNIZERS.get(cfg.recognizer)
+    dataset = load_dataset(cfg.dataset)
+    protocol = resolve_protocol(dataset, cfg)
+    attack = threat = None
     if cfg.attack != "none":
         eps = DEFAULT_EPS.get(cfg.norm) if cfg.eps is None else cfg.eps
         threat = ThreatModel(cfg.norm, eps)
+        _check_reachable(threat, getattr(rec_cls, "input_size", None))
         attack = build_attack(cfg.attack, threat, cfg.attack_params)
         if cfg.minimal_eps:
             from .minimal_eps import wrap_minimal
@@ -209,11 +247,73 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
         raise FacebenchError("--source (transfer) needs a gradient attack to craft on the source")
     if source is not None and cfg.adaptive:
         raise FacebenchError("--source crafts on another model; it cannot be --adaptive too")
+    if cfg.out:
+        check_writable(cfg.out)
+    return Plan(dataset, protocol, device, attack, threat, source)
+
+
+def _check_reachable(threat: ThreatModel, input_size) -> None:
+    """An l2 budget beyond the largest distance two images can have is no threat model."""
+    if threat.norm != "l2" or not input_size:
+        return
+    h, w = input_size
+    largest = math.sqrt(3 * h * w)
+    if threat.eps > largest:
+        raise FacebenchError(
+            f"l2 eps {threat.eps:g} exceeds the largest possible L2 distance between two "
+            f"{h}x{w} RGB images in [0, 1] ({largest:.1f}); the attack would be unbounded")
+
+
+def attack_passes(attack, cfg: RunConfig, defense) -> int:
+    """Rough forward passes per probe an attack costs, for the up-front work estimate."""
+    params = getattr(attack, "params", {}) or {}
+    passes = 1
+    for key in ("steps", "restarts", "search_steps"):
+        value = params.get(key)
+        if isinstance(value, int) and value > 0:
+            passes *= value
+    if cfg.adaptive and getattr(defense, "randomized", False):
+        passes *= cfg.eot_samples or 8
+    return passes + 1
+
+
+def _announce_work(cfg: RunConfig, n_pairs: int, n_images: int, attack, defense) -> None:
+    """One line up front: how much work this run is, so nobody waits blind."""
+    if not cfg.progress:
+        return
+    what = f"{n_pairs} pairs ({n_images} images) clean through {cfg.recognizer}+{cfg.defense}"
+    if attack is not None:
+        probes = n_pairs if cfg.goal == "pair" else None
+        per = attack_passes(attack, cfg, defense)
+        what += (f", then {cfg.attack} on {probes or 'the ' + cfg.goal} probes × ~{per} "
+                 f"forward+backward passes each")
+    print(f"work: {what}", file=sys.stderr)
+
+
+def _warn_small_far(same: np.ndarray) -> None:
+    """TAR@FAR=1e-3 from a few dozen impostor pairs is a number, not a measurement."""
+    impostors = int((~same).sum())
+    if impostors < 1000:
+        print(f"note: tar_at_far_1e-3 rests on {impostors} impostor pairs (1000+ are needed to "
+              f"resolve a 1e-3 FAR); read it as indicative only", file=sys.stderr)
+
+
+def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
+    """Run one benchmark configuration; append its rows to ``cfg.out`` and return them."""
+    from .data import pair_images
+    from .data.align import get_aligner, ResizeOnly
+
+    cfg = RunConfig(**{**(asdict(cfg) if cfg else {}), **overrides})
+    plan = validate(cfg)
+    cfg = replace(cfg, protocol=plan.protocol)
+    attack, threat, source, device = plan.attack, plan.threat, plan.source, plan.device
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
+    held_out = plan.dataset.held_out_protocol(plan.protocol)
 
     if attack is not None and hasattr(attack, "run_protocol"):
         # attacks with their own evaluation protocol (AdvHat: one photo per person vs a target)
+        defense = _defense_for(cfg, held_out, plan)
         recognizer = load_recognizer(cfg.recognizer, device)
         defended = defense.wrap(recognizer).to(device).eval()
         emitted: List[dict] = []
@@ -230,17 +330,26 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
         return _report(pd.DataFrame(emitted), cfg)
 
     # --- data and models -------------------------------------------------------------------
-    pairs = load_pairs(cfg.dataset, cfg.protocol, cfg.data_home, pairs_file=cfg.pairs_file,
-                       image_root=cfg.image_root, download=cfg.download)
+    pairs = plan.dataset.pairs(plan.protocol, data_home=cfg.data_home, pairs_file=cfg.pairs_file,
+                               image_root=cfg.image_root, download=cfg.download)
     if cfg.pairs is not None:
+        if cfg.pairs > len(pairs):
+            raise FacebenchError(f"--pairs {cfg.pairs} but {cfg.dataset}"
+                                 f"{'/' + plan.protocol if plan.protocol else ''} has only "
+                                 f"{len(pairs)} pairs")
         pairs = pairs.subset(cfg.pairs, cfg.seed)
+    _announce_work(cfg, len(pairs), len(pairs.unique_paths()), attack,
+                   DEFENSES.get(cfg.defense))
+    defense = _defense_for(cfg, held_out, plan)
     recognizer = load_recognizer(cfg.recognizer, device)
     defended = defense.wrap(recognizer).to(device).eval()
     # the transfer source is built before any row is written: its errors lose nothing
-    src = _build_source(source, recognizer, cfg, device) if source is not None else None
-    aligner = aligner_for(cfg.dataset, recognizer)
+    src = _build_source(source, recognizer, cfg, device, plan) if source is not None else None
+    size = getattr(recognizer, "input_size", (150, 150))
+    aligner = (get_aligner(getattr(recognizer, "alignment", "dlib-chip"), size)
+               if plan.dataset.raw_frames else ResizeOnly(size))
     images, idx_a, idx_b = pair_images(pairs, aligner, progress=cfg.progress)
-    protocol = cfg.protocol if cfg.dataset != "pairs" else Path(cfg.pairs_file).name
+    protocol = plan.dataset.row_protocol(plan.protocol, cfg.pairs_file)
     rows = _Rows(cfg, len(pairs.same), protocol, getattr(defense, "row_name", None))
     same = np.asarray(pairs.same, dtype=bool)
 
@@ -254,6 +363,7 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
         clean["accuracy_10fold"], clean["accuracy_10fold_std"] = M.lfw_10fold_accuracy(
             clean_scores, same, pairs.fold)
     clean_rows = rows.make(clean, time.perf_counter() - t0)
+    _warn_small_far(same)
     if cfg.out:
         append_rows(cfg.out, clean_rows)
     if attack is None:
@@ -297,13 +407,14 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
         key = adv_cache.cache_key(
             recognizer=cfg.recognizer, pairs_name=pairs.name, paths_a=list(pairs.paths_a),
             paths_b=list(pairs.paths_b), aligner_key=aligner.key, attack=attack,
-            goal=cfg.goal, seed=cfg.seed, selected=pick)
+            goal=cfg.goal, seed=cfg.seed, selected=pick, images_digest=images_digest(images),
+            recognizer_module=recognizer)
         cached = adv_cache.load(key, (len(pick), images.shape[3], *images.shape[1:3]))
         if cached is not None and cfg.progress:
             print(f"reusing cached grey-box {cfg.attack} examples ({len(pick)} probes)")
     crafted = []
     torch.manual_seed(cfg.seed)  # same random starts whatever the defense drew before
-    bar = tqdm(total=len(pick), desc=f"{cfg.attack}", unit="pair", disable=not cfg.progress)
+    bar, hook = _attack_progress(cfg, attack, defense, target, len(pick), cached is not None)
     for start in range(0, len(pick), cfg.batch_size):
         sel = pick[start:start + cfg.batch_size]
         probe = to_float(images[idx_a[sel]], device)
@@ -328,7 +439,10 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
         rel.append(np.asarray(l_rel))
         l2.append((adv.detach().cpu().double() - probe.cpu().double()).flatten(1).norm(dim=1)
                   .numpy())
-        bar.update(len(sel))
+        if hook is None:
+            bar.update(len(sel))
+    if hook is not None:
+        hook.remove()
     bar.close()
     if crafted:
         adv_cache.save(key, np.concatenate(crafted))
@@ -347,6 +461,24 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
     return _report(pd.DataFrame(clean_rows + attack_rows), cfg)
 
 
+def _attack_progress(cfg: RunConfig, attack, defense, target, n_probes: int, cached: bool):
+    """A progress bar that moves with every forward pass of the attacked model (each attack
+    step), not once per batch: a PGD batch on CPU takes minutes. Returns (bar, hook)."""
+    if cached or not isinstance(target, torch.nn.Module) or not cfg.progress:
+        return tqdm(total=n_probes, desc=cfg.attack, unit="pair",
+                    disable=not cfg.progress), None
+    bar = tqdm(total=n_probes * attack_passes(attack, cfg, defense), desc=cfg.attack,
+               unit="img-pass", mininterval=0.5)
+
+    def tick(module, inputs, output):
+        n = inputs[0].shape[0] if inputs and hasattr(inputs[0], "shape") else 1
+        if bar.total is not None and bar.n + n > bar.total:
+            bar.total = bar.n + n  # an estimate, not a promise: never overflow the bar
+        bar.update(n)
+
+    return bar, target.register_forward_hook(tick)
+
+
 def parse_source(spec: str):
     """``recognizer[+defense]`` -> (recognizer name, defense name), both validated."""
     name, _, defense_name = spec.partition("+")
@@ -356,18 +488,25 @@ def parse_source(spec: str):
     return name, defense_name or "none"
 
 
-def _build_source(source, recognizer, cfg: RunConfig, device):
+def _defense_for(cfg: RunConfig, held_out: Optional[str], plan: Plan, name=None, params=None):
+    """The run's defense (or the transfer source's), checked against the evaluated people."""
+    defense = build_defense(name or cfg.defense, cfg.defense_params if params is None else params,
+                            cfg.data_home, held_out, auto_train=cfg.auto_train,
+                            progress=cfg.progress)
+    check_training_protocol(defense, plan.dataset, plan.protocol)
+    return defense
+
+
+def _build_source(source, recognizer, cfg: RunConfig, device, plan: Plan):
     """(source recognizer, source defense) for a transfer run, checked against ours."""
     name, defense_name = source
     src = load_recognizer(name, device)
-    src_defense = build_defense(defense_name, {}, cfg.data_home,
-                                cfg.protocol if cfg.dataset == "lfw" else None,
-                                auto_train=cfg.auto_train, progress=cfg.progress)
+    src_defense = _defense_for(cfg, plan.dataset.held_out_protocol(plan.protocol), plan,
+                               defense_name, {})
     if getattr(src, "input_size", None) != getattr(recognizer, "input_size", None):
         # the probes are the target's aligned crops; another geometry would need re-alignment
         raise FacebenchError(f"source {name!r} takes another input size than {cfg.recognizer!r}; "
                              "transfer between geometries is not supported yet")
-    check_training_protocol(src_defense, cfg.dataset, cfg.protocol)
     return src, src_defense
 
 

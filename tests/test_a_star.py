@@ -114,7 +114,7 @@ def test_a_star_on_lfw_with_a_real_eigenbasis(shared_data, tmp_path, monkeypatch
     out = tmp_path / "runs.csv"
     df = facebench.run(protocol="dev-test", pairs=6, attack="a-star",
                        attack_params={"basis": str(path), "n_components": 30, "steps": 3},
-                       data_home=str(shared_data), out=str(out), progress=False)
+                       dataset="lfw", data_home=str(shared_data), out=str(out), progress=False)
     attacked = df[df.attack != "none"]
     assert set(attacked.attack) == {"pgd"} and set(attacked.adaptive) == {"a*"}
     values = attacked.set_index("metric")["value"]
@@ -124,7 +124,7 @@ def test_a_star_on_lfw_with_a_real_eigenbasis(shared_data, tmp_path, monkeypatch
     with pytest.raises(FacebenchError, match="already adaptive"):
         facebench.run(protocol="dev-test", pairs=6, attack="a-star", adaptive=True,
                       attack_params={"basis": str(path), "n_components": 30},
-                      data_home=str(shared_data), out=None, progress=False)
+                      dataset="lfw", data_home=str(shared_data), out=None, progress=False)
 
 
 def test_minimal_eps_reaches_the_base_attack_and_keeps_a_star_labels(basis_file):

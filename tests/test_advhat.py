@@ -221,7 +221,7 @@ def test_advhat_protocol_on_lfw(shared_data, tmp_path, monkeypatch):
     params = {"steps": 40, "n_people": 10, "batch": 8, "train_images": 60, "target_photos": 2,
               "gallery_photos": 2}
     df = facebench.run(protocol="dev-test", pairs=8, attack="advhat", attack_params=params,
-                       data_home=str(shared_data), out=str(out), progress=False)
+                       dataset="lfw", data_home=str(shared_data), out=str(out), progress=False)
     saved = pd.read_csv(out)
     assert list(saved.columns) == COLUMNS and len(saved) == len(df)
     assert df["run_id"].nunique() == 1 and (df["n_pairs"] == 10).all()

@@ -61,7 +61,8 @@ def test_missing_pairs_file(tmp_path, runs_csv):
 
 def test_missing_lfw_offline(tmp_path, runs_csv):
     before = runs_csv.read_bytes()
-    proc = facebench("run", "--data-home", str(tmp_path / "empty"), "--no-download",
+    proc = facebench("run", "--dataset", "lfw", "--data-home", str(tmp_path / "empty"),
+                     "--no-download",
                      "--protocol", "dev-test", "--out", str(runs_csv), "--quiet")
     assert_clean_failure(proc, runs_csv, before, "pairsDevTest.txt")
 
@@ -70,7 +71,7 @@ def test_missing_lfw_offline(tmp_path, runs_csv):
     ("--recognizer", "arcfase", "unknown recognizer 'arcfase'"),
     ("--attack", "pgdd", "unknown attack 'pgdd'"),
     ("--defense", "sidee", "unknown defense 'sidee'"),
-    ("--eps", "-1", "eps"),
+    ("--eps", "-1", "threat eps must be a finite number >= 0, got -1.0"),
     ("--goal", "steal", "unknown goal 'steal'"),
 ])
 def test_bad_names_and_budgets(tmp_path, runs_csv, flag, value, needle):

@@ -15,7 +15,7 @@ def test_linf_step_size_is_in_255_units(shared_data, tmp_path, monkeypatch):
     proc = subprocess.run(
         [sys.executable, "-m", "facebench.cli", "run", "--protocol", "dev-test", "--pairs", "2",
          "--attack", "bim", "--norm", "linf", "--eps", "8", "--steps", "1", "--step-size", "2",
-         "--data-home", str(shared_data), "--out", str(out), "--quiet"],
+         "--dataset", "lfw", "--data-home", str(shared_data), "--out", str(out), "--quiet"],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     df = pd.read_csv(out)
@@ -33,7 +33,7 @@ def test_grey_box_examples_do_not_depend_on_the_defense(shared_data, tmp_path, m
     for defense in ("none", "bit-depth"):
         df = facebench.run(protocol="dev-test", pairs=4, attack="pgd", defense=defense,
                            attack_params={"steps": 2, "random_start": False}, adv_cache=False,
-                           data_home=str(shared_data), out=None, progress=False)
+                           dataset="lfw", data_home=str(shared_data), out=None, progress=False)
         adv = df[df.attack == "pgd"].set_index("metric")["value"]
         sizes[defense] = (adv["mean_linf"], adv["mean_rel_l2"])
     assert sizes["none"] == pytest.approx(sizes["bit-depth"], rel=1e-9, abs=0)

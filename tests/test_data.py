@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -20,10 +19,6 @@ from facebench.data.pairs import PairList
 from facebench.data.pairs_csv import csv_pairs
 from facebench.errors import FacebenchError
 
-SHARED = Path(
-    os.environ.get("FACEBENCH_SHARED") or Path(__file__).resolve().parents[1].parent / "shared"
-)
-LFW_HOME = SHARED / "data" / "lfw_home"
 
 
 # ---------------------------------------------------------------- helpers
@@ -314,6 +309,9 @@ def test_resolve_data_home_precedence(tmp_path, monkeypatch):
     assert download.resolve_data_home(tmp_path / "cli") == tmp_path / "cli"
     assert download.resolve_data_home() == tmp_path / "env"
     monkeypatch.delenv("FACEBENCH_DATA")
+    monkeypatch.setenv("FACEBENCH_CACHE", str(tmp_path / "cache"))
+    assert download.resolve_data_home() == tmp_path / "cache" / "data"
+    monkeypatch.delenv("FACEBENCH_CACHE")
     default = download.resolve_data_home()
     assert default.name == "data" and "facebench" in str(default)
 
@@ -323,12 +321,14 @@ def test_resolve_data_home_precedence(tmp_path, monkeypatch):
 def test_csv_pairs_parsing(tmp_path):
     path = tmp_path / "mine.csv"
     path.write_text("\ufeffpath_a,path_b,same,note\nx.jpg,y.jpg,1,a\n\nx.jpg,z.jpg,FALSE,\n"
-                    "/abs/q.jpg,y.jpg,true,\nz.jpg,y.jpg,0,\n", encoding="utf-8")
+                    "sub/q.jpg,y.jpg,true,\nz.jpg,y.jpg,0,\n", encoding="utf-8")
     pl = csv_pairs(path, tmp_path / "imgs")
     assert pl.same.tolist() == [True, False, True, False]
     assert pl.fold.tolist() == [0, 0, 0, 0] and pl.name == "pairs/mine"
     assert pl.resolve("x.jpg") == tmp_path / "imgs" / "x.jpg"
-    assert pl.resolve("/abs/q.jpg") == Path("/abs/q.jpg")
+    assert pl.resolve("sub/q.jpg") == tmp_path / "imgs" / "sub" / "q.jpg"
+    with pytest.raises(FacebenchError, match="is absolute"):
+        pl.resolve("/abs/q.jpg")
     assert csv_pairs(path).root == tmp_path
 
 
@@ -428,12 +428,13 @@ def test_pair_images_indexes_unique_crops(tmp_path):
 
 # ---------------------------------------------------------------- real LFW (shared data)
 
-lfw = pytest.mark.skipif(not (LFW_HOME / "lfw").is_dir(), reason="shared LFW data not found")
+@pytest.fixture
+def LFW_HOME(shared_data):
+    return lfw_home_dir(shared_data)
 
 
 @pytest.mark.lfw
-@lfw
-def test_lfw_ten_fold_protocol():
+def test_lfw_ten_fold_protocol(LFW_HOME):
     pl = data.load_pairs("lfw", "10-fold", LFW_HOME.parent, download=False)
     assert len(pl) == 6000
     for f in range(10):
@@ -442,8 +443,7 @@ def test_lfw_ten_fold_protocol():
 
 
 @pytest.mark.lfw
-@lfw
-def test_lfw_dev_protocols():
+def test_lfw_dev_protocols(LFW_HOME):
     train = data.load_pairs("lfw", "dev-train", LFW_HOME, download=False)
     test = data.load_pairs("lfw", "dev-test", LFW_HOME, download=False)
     assert (len(train), int(train.same.sum())) == (2200, 1100)
@@ -452,22 +452,38 @@ def test_lfw_dev_protocols():
 
 
 @pytest.mark.lfw
-@lfw
-def test_lfw_training_split_for_dev_test():
+def test_lfw_training_split_for_dev_test(LFW_HOME):
     split = data.training_split(LFW_HOME, "dev-test")
     people = {p.split("/")[1] for p in split}
-    assert (len(people), len(split)) == (4786, 10492)
     test = lfw_pairs(LFW_HOME, "dev-test")
     test_people = {p.split("/")[1] for p in test.paths_a + test.paths_b}
     assert not people & test_people
+    # independent count: every person folder of lfw/ whose name is in no dev-test pair
+    folders = {d.name: len(list(d.glob("*.jpg"))) for d in (LFW_HOME / "lfw").iterdir()
+               if d.is_dir()}
+    expected = {name: n for name, n in folders.items() if name not in test_people}
+    assert len(folders) == 5749  # LFW's published person count
+    assert (len(people), len(split)) == (len(expected), sum(expected.values())) == (4786, 10492)
 
 
 @pytest.mark.lfw
-@lfw
-def test_lfw_aligned_crops(tmp_path):
+def test_lfw_aligned_crops(tmp_path, LFW_HOME):
+    from PIL import Image
+
     pl = data.load_pairs("lfw", "dev-test", LFW_HOME, download=False).subset(10, seed=0)
     aligner = data.default_aligner("lfw", (112, 96))
     imgs, ia, ib = data.pair_images(pl, aligner, tmp_path, progress=False)
     assert imgs.dtype == np.uint8 and imgs.shape[1:] == (112, 96, 3)
     assert imgs.shape[0] == len(pl.unique_paths()) and len(ia) == len(ib) == 10
     assert imgs.std() > 10  # real faces, not blank
+    # the crop is the documented (65, 74, 122) box of the 250x250 frame: cut it out with
+    # numpy (integer box) and resize it, independently of FixedCrop's sub-pixel path
+    frame = np.asarray(Image.open(pl.resolve(pl.unique_paths()[0])).convert("RGB"))
+    assert frame.shape == (250, 250, 3)
+    box = Image.fromarray(frame[74:74 + 122, 65:65 + 122]).resize((96, 112),
+                                                                Image.Resampling.BILINEAR)
+    diff = np.abs(np.asarray(box, dtype=np.int16) - imgs[0].astype(np.int16))
+    assert diff.mean() < 1.0 and diff.max() <= 8
+    shifted = frame[84:84 + 122, 75:75 + 122]  # a box 10 px off is clearly another crop
+    off = np.asarray(Image.fromarray(shifted).resize((96, 112), Image.Resampling.BILINEAR))
+    assert np.abs(off.astype(np.int16) - imgs[0].astype(np.int16)).mean() > 5

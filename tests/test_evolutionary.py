@@ -343,7 +343,7 @@ def test_lfw_pair_run_and_table4(shared_data, tmp_path, monkeypatch):
     out = tmp_path / "runs.csv"
     df = facebench.run(protocol="dev-test", pairs=4, attack="evolutionary", goal="pair",
                        attack_params={"budgets": (20, 60), "progress": False},
-                       data_home=str(shared_data), out=str(out), progress=False)
+                       dataset="lfw", data_home=str(shared_data), out=str(out), progress=False)
     adv = df[df.attack == "evolutionary"].set_index("metric")["value"]
     assert (df[df.attack == "evolutionary"]["adaptive"] == "query").all()
     for q in (20, 60):

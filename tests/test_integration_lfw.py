@@ -23,7 +23,7 @@ def test_cli_pgd_dev_test(shared_data, env):
     out = env / "runs.csv"
     proc = subprocess.run(
         [sys.executable, "-m", "facebench.cli", "run", "--defense", "none", "--attack", "pgd",
-         "--protocol", "dev-test", "--pairs", "8", "--steps", "3", "--data-home",
+         "--protocol", "dev-test", "--pairs", "8", "--steps", "3", "--dataset", "lfw", "--data-home",
          str(shared_data), "--out", str(out), "--quiet"],
         capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
@@ -46,7 +46,7 @@ def test_cli_pgd_dev_test(shared_data, env):
 
 def test_api_zero_budget_gives_clean_metrics(shared_data, env):
     df = facebench.run(protocol="dev-test", pairs=6, attack="pgd", norm="linf", eps=0.0,
-                       attack_params={"steps": 2}, data_home=str(shared_data), out=None,
+                       attack_params={"steps": 2}, dataset="lfw", data_home=str(shared_data), out=None,
                        progress=False)
     wide = df.pivot_table(index="metric", columns="attack", values="value")
     for metric in ("eer", "roc_auc", "acc_at_clean_thr"):
@@ -66,7 +66,7 @@ def test_api_objects_compose(shared_data):
 
 
 def test_ten_fold_rows_on_subset(shared_data, env):
-    df = facebench.run(protocol="10-fold", pairs=40, attack="none", data_home=str(shared_data),
+    df = facebench.run(protocol="10-fold", pairs=40, attack="none", dataset="lfw", data_home=str(shared_data),
                        out=str(env / "r.csv"), progress=False)
     metrics = set(df["metric"])
     assert {"accuracy_10fold", "accuracy_10fold_std", "eer"} <= metrics
@@ -102,7 +102,7 @@ def test_grey_box_examples_are_crafted_once_across_defenses(shared_data, env, mo
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(cls, "perturb", spy)
-    opts = dict(protocol="dev-test", pairs=6, attack="fgsm", data_home=str(shared_data),
+    opts = dict(protocol="dev-test", pairs=6, attack="fgsm", dataset="lfw", data_home=str(shared_data),
                 out=None, progress=False)
     first = facebench.run(**opts)
     crafted = len(calls)

@@ -131,7 +131,7 @@ def test_bad_parameters(params, match):
 def test_lots_on_lfw_gives_tau_rows(shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     df = facebench.run(protocol="dev-test", pairs=6, attack="lots", goal="impersonation",
-                       attack_params={"steps": 100}, data_home=str(shared_data),
+                       attack_params={"steps": 100}, dataset="lfw", data_home=str(shared_data),
                        out=str(tmp_path / "runs.csv"), progress=False)
     adv = df[df.attack == "lots"].set_index("metric")["value"]
     assert adv["asr"] >= 2 / 3

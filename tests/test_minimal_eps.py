@@ -184,7 +184,7 @@ def test_minimal_eps_fgsm_on_lfw(shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "runs.csv"
     facebench.run(protocol="dev-test", pairs=6, attack="fgsm", norm="linf", eps=8.0,
-                  minimal_eps=True, data_home=str(shared_data), out=str(out), progress=False)
+                  minimal_eps=True, dataset="lfw", data_home=str(shared_data), out=str(out), progress=False)
     df = pd.read_csv(out)
     assert "fgsm" not in set(df.attack)  # never mistaken for a fixed-budget fgsm cell
     adv = df[df.attack == "fgsm[min-eps]"].set_index("metric")["value"]

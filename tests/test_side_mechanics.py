@@ -15,7 +15,6 @@ from facebench.errors import FacebenchError
 from facebench.side_model import Memory, SIDEModel
 from facebench.train_side import fgsm_siamese
 
-torch.set_num_threads(1)
 
 
 def _orthonormal(d, k, seed=0):

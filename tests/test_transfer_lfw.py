@@ -42,7 +42,7 @@ def check_transfer_rows(df, attack, source, defense):
 def test_dfanet_crafted_on_bare_recognizer_evaluated_through_jpeg(shared_data, env):
     df = facebench.run(protocol="dev-test", pairs=PAIRS, attack="dfanet", source="dlib-resnet",
                        defense="jpeg", eps=EPS, attack_params={"steps": 3},
-                       data_home=str(shared_data), out=str(env / "runs.csv"), progress=False)
+                       dataset="lfw", data_home=str(shared_data), out=str(env / "runs.csv"), progress=False)
     check_transfer_rows(df, "dfanet", "dlib-resnet", "jpeg")
     assert (env / "runs.csv").is_file()
 
@@ -50,7 +50,7 @@ def test_dfanet_crafted_on_bare_recognizer_evaluated_through_jpeg(shared_data, e
 def test_mi_fgsm_crafted_through_median_source_evaluated_undefended(shared_data, env):
     df = facebench.run(protocol="dev-test", pairs=PAIRS, attack="mi-fgsm",
                        source="dlib-resnet+median", defense="none", eps=EPS,
-                       attack_params={"steps": 3}, data_home=str(shared_data), out=None,
+                       attack_params={"steps": 3}, dataset="lfw", data_home=str(shared_data), out=None,
                        progress=False)
     check_transfer_rows(df, "mi-fgsm", "dlib-resnet+median", "none")
 
@@ -60,7 +60,7 @@ def test_cli_source_with_bpda_defense(shared_data, env):
     proc = subprocess.run(
         [sys.executable, "-m", "facebench.cli", "run", "--attack", "dfanet", "--source",
          "dlib-resnet+jpeg", "--defense", "none", "--protocol", "dev-test", "--pairs",
-         str(PAIRS), "--steps", "2", "--data-home", str(shared_data), "--out", str(out),
+         str(PAIRS), "--steps", "2", "--dataset", "lfw", "--data-home", str(shared_data), "--out", str(out),
          "--quiet"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     check_transfer_rows(pd.read_csv(out), "dfanet", "dlib-resnet+jpeg", "none")

@@ -93,9 +93,10 @@ def _isolated(tmp_path, monkeypatch, _session_cache):
     yield
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_thread():
-    """Tiny tensors: intra-op threads only add contention. Per test, restored after."""
+    """Tiny tensors: intra-op threads only add contention. For the modules (or tests) that
+    ask for it, restored after; the rest of the suite uses the machine's threads."""
     import torch
 
     old = torch.get_num_threads()

@@ -177,7 +177,7 @@ def test_target_choice_and_errors():
 
 def test_dodging_goal_is_refused_before_any_data(tmp_path):
     with pytest.raises(FacebenchError, match="impersonation"):
-        facebench.run(protocol="dev-test", attack="advhat", goal="dodging",
+        facebench.run(dataset="lfw", protocol="dev-test", attack="advhat", goal="dodging",
                       data_home=str(tmp_path / "nothing"), download=False, out=None,
                       progress=False)
 

@@ -10,8 +10,11 @@ under ``tmp_path``; only the aligned-crop and eigenbasis caches are shared by th
 (safe: they are keyed by content and code version), so the suite does not re-align LFW in
 every test.
 """
+import atexit
 import hashlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,11 @@ def _find_lfw() -> Path | None:
 
 
 LFW_DATA = _find_lfw()
+# Libraries the tests import may write into HOME at import time (ART creates ~/.art): give the
+# whole test process a temporary HOME, found LFW first, removed at exit.
+_TEST_HOME = tempfile.mkdtemp(prefix="facebench-tests-home-")
+os.environ["HOME"] = _TEST_HOME
+atexit.register(shutil.rmtree, _TEST_HOME, True)
 SHARED_CACHES = ("aligned", "eigen", "quilting")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 _SKIPPED_FOR_DATA: list[str] = []
@@ -82,6 +90,7 @@ def _isolated(tmp_path, monkeypatch, _session_cache):
         (_session_cache / kind).mkdir(exist_ok=True)
         (cache / kind).symlink_to(_session_cache / kind, target_is_directory=True)
     monkeypatch.setenv("FACEBENCH_CACHE", str(cache))
+    monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("FACEBENCH_RESULTS", str(home / "results" / "runs.csv"))
     monkeypatch.setenv("FACEBENCH_MODELS", str(home / "models"))
     monkeypatch.setenv("FACEBENCH_DATA", str(LFW_DATA or home / "empty-data"))
@@ -103,6 +112,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def pytest_configure(config):
+    """``FACEBENCH_TEST_SEED`` seeds numpy's global generator for the whole session: the suite
+    must pass (and end) whatever state a library that draws from it finds there."""
+    seed = os.environ.get("FACEBENCH_TEST_SEED")
+    if seed:
+        import numpy as np
+
+        np.random.seed(int(seed))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,18 +1,16 @@
 """Bad input gets one clear error line, a non-zero exit, no traceback, and old rows survive."""
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from facebench.results import append_rows
+from clitools import run_cli
 from test_results import _row
 
 
 def facebench(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "facebench.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+    return run_cli(*args, cwd=cwd)
 
 
 @pytest.fixture

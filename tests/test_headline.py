@@ -2,22 +2,20 @@
 where rows go, and the README's numbers guarded."""
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import facebench
+from clitools import run_cli
 from facebench.dataset import load_dataset
 from facebench.errors import FacebenchError
 from facebench.runner import RunConfig, resolve_protocol
 
 
-def cli(*args, cwd=None, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "facebench.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+def cli(*args, cwd=None):
+    return run_cli(*args, cwd=cwd)
 
 
 def _no_heavy_work(monkeypatch):

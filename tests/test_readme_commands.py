@@ -1,23 +1,21 @@
 """What the README promises about `facebench run`, `list` and `table`, exercised end to end on
 the embedded sample (few pairs, few steps), each asserting the behaviour the README states."""
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import facebench
+from clitools import run_cli
 from facebench.cli import build_parser
 from facebench.results import read_runs
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def cli(*args, cwd=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "facebench.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+def cli(*args, cwd=None):
+    return run_cli(*args, cwd=cwd)
 
 
 def _values(df, attack):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facebench.attacks.library import LibraryAttack, ToyTwoClass, TwoLogitVerifier
+from facebench.attacks.library import LibraryAttack, ToyTwoClass
 from facebench.errors import FacebenchError
 
 
@@ -93,18 +93,15 @@ class Backend(LibraryAttack):
             msg = " ".join(str(exc).split()) or type(exc).__name__
             raise FacebenchError(f"cannot build {self.name} with {self.params}: {msg}") from None
 
+    @property
+    def per_pair(self):
+        """Decision-based ART attacks query one sample at a time with noise starts and probe
+        clouds that cannot be matched back to a pair: each pair runs on its own."""
+        return not self.gradient_based
+
     def run_library(self, net, x, labels):
-        if not self.gradient_based and x.shape[0] > 1:
-            # decision-based ART attacks query one sample at a time with noise starts and
-            # probe clouds that cannot be matched back to a pair: run each pair on its own
-            return torch.cat([self.run_library(
-                TwoLogitVerifier(net.model, x[i:i + 1], net.gallery[i:i + 1], net.thr,
-                                 net.scale), x[i:i + 1], labels[i:i + 1])
-                for i in range(x.shape[0])])
+        # ART's random starts come from numpy, seeded by LibraryAttack around this call
         kwargs = self.kwargs_for(x)
         attack = self.library_class(_classifier(net, x.shape[1:], x.device), **kwargs)
-        # ART draws its random starts from numpy's global generator: seed it from torch's,
-        # which the runner seeds, so runs repeat
-        np.random.seed(int(torch.randint(0, 2**31 - 1, ()).item()))
         onehot = np.eye(2, dtype=np.float32)[labels.cpu().numpy()]
         return torch.from_numpy(attack.generate(x=x.detach().cpu().numpy(), y=onehot))

@@ -7,18 +7,30 @@ classifier (:class:`TwoLogitVerifier`, class 1 = accept) and the library runs it
 projected into facebench's threat ball, so the rows mean the same as for the native attacks,
 and a cross-check against an independent implementation is one flag away.
 
+Every library call is made repeatable and finite. Its randomness (numpy's global generator,
+ART's unseeded ``np.random.RandomState()``, Python's ``random``, torch) is seeded from the
+attack's ``seed`` and a digest of the batch, and the caller's generators are given back
+afterwards. Its queries are counted per sample and timed: past ``max_queries`` per probe or
+``max_seconds`` per batch the call is stopped and each probe gets the closest adversarial
+input the library queried inside the ball (or the clean probe), because some library loops
+(ART HopSkipJump's step-size search) have no bound of their own.
+
 The libraries are optional: this module imports none of them; naming an attack of a missing
 one fails with the ``pip install`` line to run.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import hashlib
 import importlib
 import inspect
+import math
 import os
+import random
 import sys
+import time
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
@@ -37,6 +49,10 @@ LIBRARIES = {
 }
 #: facebench's names for the usual iterative-attack knobs, mapped per library to its own
 COMMON = ("steps", "step_size", "random_start")
+#: queries per probe when ``max_queries`` is unset: a decision-based attack gets this many, a
+#: gradient attack max(this, QUERIES_PER_STEP × steps × restarts) (see LibraryAttack)
+DEFAULT_QUERIES = 20000
+QUERIES_PER_STEP = 200
 
 
 class ToyTwoClass(nn.Module):
@@ -79,6 +95,10 @@ class TwoLogitVerifier(nn.Module):
         self.register_buffer("gallery", gallery_emb.detach().float())
         self.thr = float(thr)
         self.scale = float(scale)
+        #: counts and bounds the library's queries while it runs (see QueryBudget)
+        self.budget: QueryBudget | None = None
+        # torchattacks restores train() after its call when it found the model training
+        self.training = False
 
     def rows(self, x: torch.Tensor) -> torch.Tensor:
         """Index of the pair each row of ``x`` belongs to."""
@@ -98,14 +118,134 @@ class TwoLogitVerifier(nn.Module):
                                  "have different galleries; use --batch-size 1 for this attack")
         return best.to(self.gallery.device)
 
-    def cosine(self, x: torch.Tensor) -> torch.Tensor:
+    def cosine(self, x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.model(x.to(self.probes.dtype)).float()  # ART may hand float64
-        g = self.gallery[self.rows(x)].to(emb.device)
+        g = self.gallery[self.rows(x) if rows is None else rows].to(emb.device)
         return nn.functional.cosine_similarity(emb, g, dim=1, eps=1e-12)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        margin = self.scale * (self.cosine(x) - self.thr)
+        rows = self.rows(x)
+        if self.budget is not None:
+            self.budget.charge(x.shape[0])
+        cos = self.cosine(x, rows)
+        if self.budget is not None:
+            self.budget.observe(x, rows, cos.detach(), self.thr)
+        margin = self.scale * (cos - self.thr)
         return torch.stack([-margin, margin], dim=1)
+
+
+class BudgetExhausted(BaseException):
+    """Stops a library call from inside its loop; a BaseException, so that a library's own
+    ``except Exception`` cannot swallow it and loop on."""
+
+
+class QueryBudget:
+    """Counts the samples a library queries (not calls) and the wall time, and keeps per
+    pair the queried input closest to its probe that is adversarial and inside the ball, so a
+    call stopped at its bound still returns the best the library had found."""
+
+    def __init__(self, probes: torch.Tensor, dodge: torch.Tensor, radius: torch.Tensor,
+                 threat, max_queries: int, deadline: float):
+        self.probes = probes.detach()
+        self.dodge = dodge.bool().to(probes.device)
+        self.radius = radius.detach().to(probes.device)
+        self.threat = threat
+        self.limit = int(max_queries) * probes.shape[0]
+        self.deadline = deadline
+        self.used = 0
+        self.reason: str | None = None  # "queries" or "seconds" once stopped
+        self.best = self.probes.clone()
+        self.best_dist = torch.full((probes.shape[0],), math.inf, device=probes.device)
+
+    def charge(self, samples: int) -> None:
+        """Count ``samples`` queries, or stop the call if they overrun a bound."""
+        if self.used + samples > self.limit:
+            self.reason = "queries"
+        elif time.monotonic() > self.deadline:
+            self.reason = "seconds"
+        if self.reason is not None:
+            raise BudgetExhausted(self.reason)
+        self.used += samples
+
+    def observe(self, x: torch.Tensor, rows: torch.Tensor, cos: torch.Tensor, thr: float):
+        """Keep the rows of a query that beat the best adversarial input of their pair."""
+        x = x.detach().to(self.probes.device, self.probes.dtype).reshape(
+            x.shape[0], *self.probes.shape[1:])
+        rows, cos = rows.to(self.probes.device), cos.to(self.probes.device)
+        won = torch.where(self.dodge[rows], cos < thr, cos >= thr)
+        dist = self.threat.norm_of(x - self.probes[rows])
+        flat = x.reshape(x.shape[0], -1)
+        ok = (won & (dist <= self.radius[rows] * (1 + 1e-5) + 1e-7)
+              & (flat.amin(dim=1) >= -1e-6) & (flat.amax(dim=1) <= 1 + 1e-6))
+        for i in ok.nonzero().flatten().tolist():
+            r = int(rows[i])
+            if dist[i] < self.best_dist[r]:
+                self.best_dist[r] = dist[i]
+                self.best[r] = x[i]
+
+
+class _AnyRandomState(type):
+    """isinstance checks against the stand-in class still accept numpy's own RandomStates."""
+
+    def __instancecheck__(cls, obj):
+        return isinstance(obj, _NUMPY_RANDOM_STATE)
+
+
+_NUMPY_RANDOM_STATE = np.random.RandomState
+
+
+class _SeededRandomState(_NUMPY_RANDOM_STATE, metaclass=_AnyRandomState):
+    """``np.random.RandomState()`` without a seed draws one from numpy's global generator
+    (seeded by :func:`seeded`) instead of OS entropy: ART's HopSkipJump, Boundary and
+    Brendel-Bethge start from such a generator, which made them unrepeatable."""
+
+    def __init__(self, seed=None):
+        super().__init__(int(np.random.randint(0, 2**31 - 1)) if seed is None else seed)
+
+
+def batch_seed(seed: int, x: torch.Tensor, labels: torch.Tensor) -> int:
+    """A 31-bit seed from the run's ``seed`` and the batch's contents, so the randomness a
+    batch gets depends on neither the batch order nor what ran before in the process."""
+    h = hashlib.sha256(f"facebench-library-seed:{int(seed)}".encode())
+    h.update(x.detach().float().cpu().contiguous().numpy().tobytes())
+    h.update(labels.detach().long().cpu().contiguous().numpy().tobytes())
+    return int.from_bytes(h.digest()[:4], "little") & 0x7FFFFFFF
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device):
+    """Seed every generator a library may draw from, and give the caller's back afterwards
+    (numpy's and Python's global state, torch's CPU and ``device`` streams)."""
+    np_state, py_state = np.random.get_state(), random.getstate()
+    random_state = np.random.RandomState
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()
+            ] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            np.random.seed(seed)
+            random.seed(seed)
+            torch.random.default_generator.manual_seed(seed)
+            if cuda:
+                with torch.cuda.device(cuda[0]):
+                    torch.cuda.manual_seed(seed)
+            np.random.RandomState = _SeededRandomState
+            yield
+    finally:
+        np.random.RandomState = random_state
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+
+
+@contextlib.contextmanager
+def kept_modes(model: nn.Module):
+    """Give every submodule its train/eval mode back: torchattacks calls ``eval()`` and then
+    ``train()`` on the model it was given, which left the recognizer in training mode."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 def labels_for(dodge: torch.Tensor) -> torch.Tensor:
@@ -120,9 +260,20 @@ class LibraryAttack(Attack):
     ``step_size`` (threat eps units: /255 for linf) and ``random_start`` mapped to the
     library's names, and any other keyword of the library class, passed verbatim. The budget
     comes from the threat model; an unset step size follows facebench's PGD rule 2.5·eps/steps.
+
+    Facebench-side parameters, never passed to the library:
+
+    * ``seed`` (0): with a digest of the batch it seeds every library call (see
+      :func:`seeded`; a class with a ``seed`` keyword of its own gets the same value). The
+      runner passes the run's ``--seed`` as ``attack_params["seed"]``.
+    * ``max_queries`` (None: 20000 per probe for a decision-based attack, for a gradient
+      attack max(20000, 200 × steps × restarts)): samples the library may query per probe.
+    * ``max_seconds`` (600): wall time of one batch.
+
+    A call past either bound is stopped; see :class:`QueryBudget` for what it returns.
     """
 
-    defaults = {"logit_scale": 10.0}
+    defaults = {"logit_scale": 10.0, "seed": 0, "max_queries": None, "max_seconds": 600.0}
     #: set by subclasses: prefix, the class in the library, its name
     library = ""
     library_class: Any = None
@@ -135,6 +286,8 @@ class LibraryAttack(Attack):
     reserved: Tuple[str, ...] = ()
     #: norms this backend supports
     norms: Tuple[str, ...] = ("linf", "l2")
+    #: run each pair in a verifier of its own (attacks whose queries cannot be matched back)
+    per_pair = False
 
     def __init__(self, threat, **params):
         own = {k: v for k, v in params.items() if k in self.defaults}
@@ -147,10 +300,15 @@ class LibraryAttack(Attack):
         self.params.update(lib)
         self.library_kwargs = self._map_params(lib)
         self.check_norm()
-        self.dry_run()
+        with seeded(self.seed, torch.device("cpu")):  # the toy model's draws leave no trace
+            self.dry_run()
 
     def validate(self) -> None:
         self._positive("logit_scale")
+        self._int_at_least("seed", 0)
+        self._positive("max_seconds")
+        if self.max_queries is not None:
+            self._int_at_least("max_queries", 1)
 
     # -- parameters --------------------------------------------------------------------
     @classmethod
@@ -236,6 +394,8 @@ class LibraryAttack(Attack):
         steps = self.default_steps()
         if step and steps and not any(k in self.library_kwargs for k in self.step_keys):
             kwargs[step] = self.pixels(2.5 * self.threat.eps / steps, x)
+        if "seed" in self.accepted():  # torchattacks' APGD, Square, AutoAttack, ...
+            kwargs["seed"] = getattr(self, "_call_seed", self.seed)
         return kwargs
 
     def pixels(self, eps: float, x: torch.Tensor):
@@ -257,19 +417,89 @@ class LibraryAttack(Attack):
                     ) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    # -- bounds ------------------------------------------------------------------------
+    def query_limit(self) -> int:
+        """Queries per probe: ``max_queries``, or the default the class docstring gives."""
+        if self.max_queries is not None:
+            return int(self.max_queries)
+        if not self.gradient_based:
+            return DEFAULT_QUERIES
+        steps = self.default_steps() or 1
+        native = self._native("random_start")
+        restarts = self.library_kwargs.get(native, 1) if native else 1
+        restarts = restarts if isinstance(restarts, int) and restarts > 1 else 1
+        return max(DEFAULT_QUERIES, QUERIES_PER_STEP * steps * restarts)
+
+    @property
+    def budget_exhausted(self) -> int:
+        """Probes whose library call was stopped at a bound since the last reset."""
+        return int(self.recorded("budget_queries").sum() + self.recorded("budget_seconds").sum())
+
+    def budget_warning(self) -> str | None:
+        """The one line that says which bounds stopped how many probes, or None."""
+        parts = []
+        for key, what in (("queries", f"query budget ({self.query_limit()} queries per probe)"),
+                          ("seconds", f"time budget ({self.max_seconds:g} s per batch)")):
+            hit = int(self.recorded(f"budget_{key}").sum())
+            if hit:
+                parts.append(f"its {what} on {hit} probe{'s' * (hit != 1)}")
+        return f"{self.name} stopped at " + " and at ".join(parts) if parts else None
+
+    def extra_metrics(self, success: np.ndarray, l2: np.ndarray) -> Dict[str, float]:
+        """Warn once per run (the runner calls this at its end) when a bound stopped probes;
+        a decision-based attack, never cached, also gets the row ``budget_exhausted``."""
+        line = self.budget_warning()
+        if line:
+            print(line, file=sys.stderr)
+        if self.gradient_based:
+            return {}
+        hit = self.recorded("budget_queries") + self.recorded("budget_seconds")
+        share = float(np.mean(hit > 0)) if hit.size and hit.size == len(success) else math.nan
+        return {"budget_exhausted": share}
+
     # -- the attack ----------------------------------------------------------------------
     def perturb(self, model, probe, gallery_emb, dodge, thr):
         x, g, d = self._inputs(probe, gallery_emb, dodge)
-        net = TwoLogitVerifier(model, x, g, thr, self.logit_scale)
+        labels = labels_for(d)
+        deadline = time.monotonic() + float(self.max_seconds)
+        radius = self.threat.radius(x)
+        if self.per_pair and x.shape[0] > 1:
+            # each pair on its own, with its own seed and query budget, under one deadline
+            parts = [self._guarded(TwoLogitVerifier(model, x[i:i + 1], g[i:i + 1], thr,
+                                                    self.logit_scale),
+                                   x[i:i + 1], labels[i:i + 1], radius[i:i + 1], deadline)
+                     for i in range(x.shape[0])]
+        else:
+            adv, stop = self._guarded(TwoLogitVerifier(model, x, g, thr, self.logit_scale),
+                                      x, labels, radius, deadline)
+            parts = [(adv, stop)]
+        adv = torch.cat([a for a, _ in parts])
+        stops = [stop for a, stop in parts for _ in range(a.shape[0])]
+        for key in ("queries", "seconds"):  # per probe: which bound, if any, stopped it
+            self.record(f"budget_{key}", torch.tensor([s == key for s in stops]))
+        return self.threat.project(adv.detach(), x)
+
+    def _guarded(self, net: TwoLogitVerifier, x, labels, radius, deadline):
+        """(adversarial batch, None or the bound that stopped it) of one seeded library call."""
+        net.budget = QueryBudget(x, labels.bool(), radius, self.threat, self.query_limit(),
+                                 deadline)
+        self._call_seed = batch_seed(self.seed, x, labels)
         try:
-            adv = self.run_library(net, x, labels_for(d))
+            with seeded(self._call_seed, x.device), kept_modes(net.model):
+                adv = self.run_library(net, x, labels)
+        except BudgetExhausted:
+            adv = None
         except FacebenchError:
             raise
         except (TypeError, ValueError, AssertionError, NotImplementedError, RuntimeError) as exc:
             msg = " ".join(str(exc).split()) or type(exc).__name__
             raise FacebenchError(f"{self.name} failed: {msg}") from None
-        adv = torch.as_tensor(adv).to(device=x.device, dtype=x.dtype).reshape(x.shape)
-        return self.threat.project(adv.detach(), x)
+        finally:
+            del self._call_seed
+        budget, net.budget = net.budget, None
+        if budget.reason is not None:  # stopped (or a library swallowed the stop)
+            return budget.best, budget.reason
+        return torch.as_tensor(adv).to(device=x.device, dtype=x.dtype).reshape(x.shape), None
 
     def library_version(self) -> str:
         mod = importlib.import_module(LIBRARIES[self.library][0])

@@ -22,7 +22,7 @@ THROUGH_DEFENSE = ("plain", "bpda", "eot", "bpda+eot")
 DEFENSE_ORDER = ["none", "jpeg", "bit-depth", "median", "tvm", "quilting", "pin", "side"]
 PERCENT = {"eer", "tar_at_far_1e-3", "tar_at_far_1e-2", "acc_at_clean_thr", "asr",
            "accuracy_10fold", "accuracy_10fold_std", "accuracy", "tar_at_thr", "frr_at_thr",
-           "far_at_thr", "impersonation_rate", "accuracy_grey_sticker"}
+           "far_at_thr", "impersonation_rate", "accuracy_grey_sticker", "budget_exhausted"}
 #: metric families shown as percentages (tau_asr_<tau>)
 PERCENT_PREFIXES = ("tau_asr_", "evo_")
 #: metric families shown in scientific notation (the Evolutionary attack's MSEs)

@@ -234,7 +234,10 @@ def validate(cfg: RunConfig) -> Plan:
         eps = DEFAULT_EPS.get(cfg.norm) if cfg.eps is None else cfg.eps
         threat = ThreatModel(cfg.norm, eps)
         _check_reachable(threat, getattr(rec_cls, "input_size", None))
-        attack = build_attack(cfg.attack, threat, cfg.attack_params)
+        params = dict(cfg.attack_params)
+        if "seed" in (getattr(ATTACKS.get(cfg.attack), "defaults", None) or {}):
+            params.setdefault("seed", cfg.seed)  # attacks with their own RNG follow --seed
+        attack = build_attack(cfg.attack, threat, params)
         if cfg.minimal_eps:
             from .minimal_eps import wrap_minimal
 

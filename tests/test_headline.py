@@ -181,3 +181,12 @@ def test_committed_weights_are_checked_against_their_sha256(tmp_path):
         verify_model_hash(copy / "model.pt")
     manifest = json.loads((copy / "manifest.json").read_text())
     assert manifest["export"]["model_sha256"]
+
+
+def test_run_seed_reaches_library_attacks_and_native_ones_are_untouched():
+    pytest.importorskip("art", reason="optional ART backend not installed")
+    from facebench.runner import validate
+
+    plan = validate(RunConfig(attack="art:ProjectedGradientDescent", seed=7, out=None))
+    assert plan.attack.params["seed"] == 7
+    assert "seed" not in validate(RunConfig(attack="pgd", seed=7, out=None)).attack.params

@@ -9,6 +9,8 @@ COS_TOL of the threshold, where float rounding may decide. The attacked cosines 
 COS_TOL as well (tight enough that one step fewer or another step size fails). With no
 such borderline pair the ASRs are then equal, well within 2 points.
 """
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,8 @@ import torch
 import facebench
 from facebench import metrics as M
 from facebench.attack import success
+from facebench.attacks.library import LIBRARIES
+from facebench.registry import ATTACKS
 
 pytestmark = pytest.mark.lfw
 
@@ -24,8 +28,23 @@ PARAMS = {"steps": STEPS, "step_size": 2.5 * EPS / STEPS, "random_start": False}
 #: measured: 0 to 5e-5 between the four implementations; one step fewer, or a step size of
 #: 0.15 instead of 0.25, moves some cosine by 1e-3 to 2e-3, so 2e-4 tells them apart
 COS_TOL = 2e-4
-LIBRARY_PGD = [("art", "art:ProjectedGradientDescent"), ("foolbox", "foolbox:LinfPGD"),
-               ("torchattacks", "torchattacks:PGD")]
+PGD = {"art": "art:ProjectedGradientDescent", "foolbox": "foolbox:LinfPGD",
+       "torchattacks": "torchattacks:PGD"}
+PREFIXES = [p for p, _ in ATTACKS.prefixes()]
+#: backends the README's CI install puts in place: missing there is a failure, not a skip
+CI_BACKENDS = ("art", "foolbox", "torchattacks")
+
+
+def need(prefix):
+    """Skip, saying so, when an optional backend is missing; fail under CI=true."""
+    module, pip, _ = LIBRARIES[prefix]
+    try:
+        __import__(module)
+    except ImportError as exc:
+        if os.environ.get("CI", "").lower() == "true" and prefix in CI_BACKENDS:
+            pytest.fail(f"CI=true but the {prefix}: backend is missing ({exc}); {pip}",
+                        pytrace=False)
+        pytest.skip(f"optional backend {prefix}: not installed ({pip})")
 
 
 _CACHE = {}
@@ -78,9 +97,10 @@ def test_budget_is_not_saturated(batch, reference):
     assert 0.1 <= asr <= 0.9, asr
 
 
-@pytest.mark.parametrize("module, name", LIBRARY_PGD)
-def test_library_pgd_flips_the_same_pairs(batch, reference, module, name):
-    pytest.importorskip(module)
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_library_pgd_flips_the_same_pairs(batch, reference, prefix):
+    need(prefix)
+    name = PGD[prefix]
     _, _, _, same, thr, clean = batch
     ours, ours_cos = reference
     theirs, theirs_cos = _outcome(name, batch)
@@ -97,7 +117,7 @@ def test_library_pgd_flips_the_same_pairs(batch, reference, module, name):
 
 def test_library_attack_writes_the_same_rows(shared_data):
     """End to end through facebench.run: same row schema and the same ASR as pgd."""
-    pytest.importorskip("torchattacks")
+    need("torchattacks")
     common = dict(protocol="dev-test", pairs=8, norm="linf", eps=EPS, goal="pair",
                   attack_params=dict(PARAMS), data_home=str(shared_data), out=None,
                   progress=False, adv_cache=False)

@@ -216,7 +216,6 @@ def test_table6_layout_takes_latest_run_per_defense():
 # --- integration: the whole protocol on a few real LFW faces ------------------------------
 @pytest.mark.lfw
 def test_advhat_protocol_on_lfw(shared_data, tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "runs.csv"
     params = {"steps": 40, "n_people": 10, "batch": 8, "train_images": 60, "target_photos": 2,
               "gallery_photos": 2}
@@ -227,9 +226,12 @@ def test_advhat_protocol_on_lfw(shared_data, tmp_path, monkeypatch):
     assert df["run_id"].nunique() == 1 and (df["n_pairs"] == 10).all()
     clean = df[df.attack == "none"].set_index("metric")["value"]
     adv = df[df.attack == "advhat"].set_index("metric")["value"]
-    assert clean["tar_at_thr"] + clean["frr_at_thr"] == pytest.approx(1.0)
-    assert 0 <= clean["accuracy"] <= 1 and -1 <= clean["threshold"] <= 1
-    assert adv["accuracy"] + adv["impersonation_rate"] == pytest.approx(1.0)
+    # clean: real genuine pairs pass the threshold, and other people's faces are rejected
+    # as the target; the sticker moves faces towards the target and never helps the defender
+    assert clean["tar_at_thr"] >= 0.75 and 0 < clean["threshold"] < 1
+    assert clean["accuracy"] > 0.5  # most of them
+    assert adv["mean_target_cos"] > clean["mean_target_cos"]
+    assert adv["accuracy"] <= clean["accuracy"]
     assert adv["train_steps"] == 40
     row = df[df.attack == "advhat"].iloc[0]
     assert row["goal"] == "impersonation" and row["adaptive"] == "none"

@@ -155,6 +155,13 @@ def test_parameter_validation():
 
 
 def test_scalar_dodge_is_broadcast(setup):
+    """`dodge=True` means every probe dodges: the same images as an all-True mask, and not
+    the same as an all-False one (the attack really reads the goal)."""
     model, probe, gallery, _ = setup
-    adv = make("fgsm", "linf").perturb(model, probe[:2], gallery[:2], True, THR)
+    fgsm = make("fgsm", "linf")
+    adv = fgsm.perturb(model, probe[:2], gallery[:2], True, THR)
+    mask = fgsm.perturb(model, probe[:2], gallery[:2], torch.tensor([True, True]), THR)
+    other = fgsm.perturb(model, probe[:2], gallery[:2], torch.tensor([False, False]), THR)
     assert adv.shape == probe[:2].shape
+    assert torch.equal(adv, mask)
+    assert not torch.allclose(adv, other)

@@ -289,7 +289,6 @@ def test_dfanet_with_zero_rate_is_mi_fgsm(setup):
                                    b.perturb(model, probe, gallery, dodge, 0.99))
 
 
-@pytest.mark.skipif(not hasattr(ThreatModel, "per_sample"), reason="no per-sample budgets")
 @pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("name", NAMES)
 def test_per_sample_budgets(setup, name, norm):

@@ -296,7 +296,23 @@ def test_pin_trains_and_loads_on_lfw_crops(shared_data, tmp_path):
                 max_images=8, face_size=16, n_components=4, widths=[4, 4, 4, 4],
                 dae_widths=[4, 4, 4], feat_dim=8, k=3, batch_size=2, dae_steps=2,
                 selector_steps=2, checkpoint_every=2, log_every=1)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["defense"] == "pin"
+    assert manifest["steps_done"] == 4 and manifest["data"]["n_images"] == 8
+    steps = [json.loads(r)["step"] for r in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    # training moved the weights away from their seeded initialisation
+    from facebench.pin_model import PINModel
+
+    data = torch.load(out / "model.pt", weights_only=True)
+    torch.manual_seed(0)
+    fresh = PINModel(**data["config"]).state_dict()
+    moved = [k for k, v in data["state_dict"].items()
+             if v.is_floating_point() and not torch.equal(v.float(), fresh[k].float())]
+    assert moved, "no weight changed during training"
     defense = PIN(checkpoint=str(out), seed=0)
     assert defense.randomized
     x = torch.rand(2, 3, 32, 32)
-    assert defense(x).shape == x.shape
+    y = defense(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    assert not torch.allclose(y, x)  # it purifies, it does not pass images through

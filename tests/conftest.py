@@ -44,7 +44,7 @@ os.environ["HOME"] = _TEST_HOME
 atexit.register(shutil.rmtree, _TEST_HOME, True)
 SHARED_CACHES = ("aligned", "eigen", "quilting")
 IN_CI = os.environ.get("CI", "").lower() == "true"
-_SKIPPED_FOR_DATA: list[str] = []
+_LFW_TESTS: set[str] = set()
 
 
 def need_data(what: str, hint: str) -> None:
@@ -129,12 +129,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "shared_data" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.lfw)
+        if item.get_closest_marker("lfw") is not None:
+            _LFW_TESTS.add(item.nodeid)
 
 
 def pytest_terminal_summary(terminalreporter):
     """One line: how many tests needed the full LFW, and whether it was there."""
-    lfw = [r for r in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get(
-        "failed", []) + terminalreporter.stats.get("skipped", [])
-        if "lfw" in getattr(r, "keywords", {})]
+    reports = [r for key in ("passed", "failed", "skipped", "error")
+               for r in terminalreporter.stats.get(key, [])
+               if getattr(r, "when", "call") == "call" or r.outcome != "passed"]
+    lfw = {r.nodeid for r in reports if r.nodeid in _LFW_TESTS}
     where = "found via FACEBENCH_DATA / the user data folder" if LFW_DATA else "NOT found"
     terminalreporter.write_line(f"facebench: {len(lfw)} tests use the full LFW ({where})")

@@ -17,10 +17,11 @@ import torch
 from torch import nn
 
 from facebench.attack import Attack
-from facebench.eigen_purifier import EIGEN_FILE, MODEL_FILE, find_checkpoint, load_basis_beside
-from facebench.eigenfaces import EigenBasis, face_to_rgb, load_basis_file, rgb_to_face
+from facebench.defenses.eigen.faces import EigenBasis, face_to_rgb, load_basis_file, rgb_to_face
+from facebench.defenses.eigen.purifier import EIGEN_FILE, load_basis_beside
 from facebench.errors import FacebenchError
 from facebench.registry import ATTACKS, register_attack
+from facebench.trainable import MODEL_FILE, find_checkpoint
 
 BASES = ("fgsm", "deepfool", "pgd")
 

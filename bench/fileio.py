@@ -86,3 +86,10 @@ def load_torch_file(path, what: str):
         raise FacebenchError(f"{what} file not found: {path}") from None
     except Exception as err:  # unpickling errors come in many types
         raise FacebenchError(f"cannot read {what} file {path}: {err}") from None
+
+
+def save_torch_atomic(obj, path) -> None:
+    """``torch.save`` next to the target, then rename: readers never see a partial file."""
+    import torch
+
+    atomic_write(path, lambda fh: torch.save(obj, fh))

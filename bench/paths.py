@@ -5,7 +5,7 @@ them at temporary folders; a cluster user points the caches at scratch space):
 
 | what | variable | default |
 |---|---|---|
-| caches (aligned crops, eigenbases, adversarial examples, ...) | ``FACEBENCH_CACHE`` | ``user_cache_dir("facebench")`` |
+| caches (aligned crops, adversarial examples, plugins', ...) | ``FACEBENCH_CACHE`` | ``user_cache_dir("facebench")`` |
 | downloaded datasets | ``FACEBENCH_DATA`` | ``<cache>/data`` |
 | trained models | ``FACEBENCH_MODELS`` | ``user_data_dir("facebench")/models`` |
 | the runs CSV of ``facebench run`` | ``FACEBENCH_RESULTS`` | ``./facebench-results/runs.csv`` |
@@ -31,7 +31,7 @@ def cache_root() -> Path:
 
 
 def cache_dir(kind: str) -> Path:
-    """``<cache root>/<kind>``: ``aligned``, ``eigen``, ``adversarial``, ``quilting``, ..."""
+    """``<cache root>/<kind>``: ``aligned``, ``adversarial``, or a plugin's own kind."""
     return cache_root() / kind
 
 

@@ -28,14 +28,15 @@ from .adaptive import adaptive_target
 from .attack import attacked_mask
 from .dataset import Dataset, load_dataset
 from .embed import embed_images, to_float
-from .eigen_purifier import NoCheckpointError
 from .errors import FacebenchError
 from .fileio import resolve_device
 from .fingerprint import images_digest
 from .paths import default_runs_csv
+from .protocol_attack import ProtocolAttack
 from .registry import ATTACKS, DEFENSES, RECOGNIZERS
 from .results import append_rows, check_writable, git_sha
 from .threat import DEFAULT_EPS, ThreatModel
+from .trainable import NoModelError, is_trainable
 
 GOALS = ("dodging", "impersonation", "pair")
 
@@ -88,7 +89,7 @@ def build_defense(name: str, params: Dict[str, Any], data_home=None, protocol=No
                   auto_train: bool = False, progress: bool = True):
     """Instantiate a registered defense; data-backed ones (quilting) get the run's data.
 
-    With ``auto_train``, a learned defense (side, pin) that has no trained model yet and no
+    With ``auto_train``, a trainable defense that has no trained model yet and no
     explicit ``checkpoint`` is first trained with the quick preset.
     """
     cls = DEFENSES.get(name)
@@ -103,16 +104,14 @@ def build_defense(name: str, params: Dict[str, Any], data_home=None, protocol=No
     try:
         try:
             return cls(**params)
-        except NoCheckpointError as exc:
-            if not auto_train or params.get("checkpoint") is not None:
+        except NoModelError as exc:
+            if not auto_train or params.get("checkpoint") is not None or not is_trainable(cls):
                 raise
             # A learned defense with no model yet: train the CPU quick preset once, shown
             # and cached in the user data folder, then use it (a GPU user runs `train --preset
             # full` instead).
-            from .training import TRAINABLE, train
+            from .training import train
 
-            if name not in TRAINABLE:
-                raise
             print(f"{exc}\ntraining the quick preset of {name} first (once; it is cached)",
                   file=sys.stderr)
             train(name, preset="quick", data_home=data_home, protocol=protocol or "dev-test",
@@ -238,6 +237,8 @@ def validate(cfg: RunConfig) -> Plan:
         if "seed" in (getattr(ATTACKS.get(cfg.attack), "defaults", None) or {}):
             params.setdefault("seed", cfg.seed)  # attacks with their own RNG follow --seed
         attack = build_attack(cfg.attack, threat, params)
+        if isinstance(attack, ProtocolAttack):
+            attack.check_config(cfg)  # its datasets, goals and knowledge, before any data
         if cfg.minimal_eps:
             from .minimal_eps import wrap_minimal
 
@@ -314,7 +315,7 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
     np.random.seed(cfg.seed)
     held_out = plan.dataset.held_out_protocol(plan.protocol)
 
-    if attack is not None and hasattr(attack, "run_protocol"):
+    if isinstance(attack, ProtocolAttack):
         # attacks with their own evaluation protocol (AdvHat: one photo per person vs a target)
         defense = _defense_for(cfg, held_out, plan)
         recognizer = load_recognizer(cfg.recognizer, device)
@@ -376,9 +377,9 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
     t0 = time.perf_counter()
     attacked, dodge = attacked_mask(cfg.goal, torch.from_numpy(same))
     attacked, dodge = attacked.numpy(), dodge.numpy()
-    if hasattr(attack, "data_home"):  # e.g. a* may rebuild a committed model's eigenbasis
+    if hasattr(attack, "data_home"):  # an attack that reads data itself gets the run's
         attack.data_home = cfg.data_home
-    if hasattr(attack, "bind_defense"):  # e.g. a* takes the evaluated SIDE model's basis
+    if hasattr(attack, "bind_defense"):  # an attack built on the evaluated defense (a*)
         attack.bind_defense(defense)
     craft_emb, craft_thr = emb, thr  # what the attacker compares against
     if not attack.gradient_based:  # decision-based: queries the deployed recognizer∘defense

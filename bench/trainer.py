@@ -1,12 +1,13 @@
-"""The training loop shared by the learned purifiers: data, phases, checkpoints, manifest.
+"""The training loop shared by the learned defenses: data, phases, checkpoints, manifest.
 
-A defense supplies a :class:`Trainer` (its phases, one optimisation step, its state); this
-module runs it reproducibly and resumably:
+A defense supplies a :class:`Trainer` (its phases, one optimisation step, its state, and
+optionally a ``prepare`` hook for artefacts it needs before the first step); this module
+runs it reproducibly and resumably, and knows nothing of what the defense learns:
 
 * Data: LFW images of people in no pair of the evaluation protocol, cropped with the
-  recognizer's own aligner (the purifier sees those crops at test time). A ``max_images``
-  cap takes an evenly spaced, seed-free subset of the sorted list, so the eigenbasis cache
-  is shared across seeds.
+  recognizer's own aligner (the defense sees those crops at test time). A ``max_images``
+  cap takes an evenly spaced, seed-free subset of the sorted list, so caches keyed by the
+  image list are shared across seeds.
 * Order: batch ``s`` comes from the permutation of epoch ``s // (N // B)`` drawn from a
   generator seeded with (seed, epoch); the last incomplete batch is dropped (as in the
   code). Sampling noise (clones, Gaussian noise, masks) comes from one CPU generator whose
@@ -14,7 +15,8 @@ module runs it reproducibly and resumably:
 * Files in ``out_dir``: ``checkpoint.pt`` (resume state; written atomically every
   ``checkpoint_every`` steps, at phase ends, at the end and on Ctrl-C), ``model.pt`` (the
   inference weights, written whenever training stops; ``meta.complete`` says whether the
-  schedule finished), ``eigen.pt`` (the basis), ``manifest.json``, ``log.jsonl``.
+  schedule finished), ``manifest.json``, ``log.jsonl``, and what ``prepare`` adds (it
+  names its files and manifest sections in ``ctx.files`` and ``ctx.sections``).
 """
 from __future__ import annotations
 
@@ -33,11 +35,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
-from .eigen_purifier import EIGEN_FILE, MODEL_FILE, MODEL_FORMAT
-from .eigenfaces import EigenBasis, face_to_rgb, rgb_to_face, save_atomic
 from .embed import to_float
 from .errors import FacebenchError
+from .fileio import resolve_device, save_torch_atomic as save_atomic
 from .results import git_sha
+from .trainable import MODEL_FILE, MODEL_FORMAT, default_out_dir
 
 CHECKPOINT_FILE = "checkpoint.pt"
 STATE_FORMAT = "facebench-train-state/1"
@@ -81,12 +83,6 @@ def batch_indices(step: int, n: int, batch: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)[j * batch:(j + 1) * batch]
 
 
-def embed(recognizer: nn.Module, faces: torch.Tensor) -> torch.Tensor:
-    """L2-normalised embeddings of gray [-1,1] faces, fed as gray RGB at F's input size."""
-    size = tuple(getattr(recognizer, "input_size", faces.shape[-2:]))
-    return nn.functional.normalize(recognizer(face_to_rgb(faces, size).contiguous()), dim=1)
-
-
 @dataclass
 class TrainContext:
     defense: str
@@ -98,17 +94,18 @@ class TrainContext:
     recognizer: nn.Module
     recognizer_name: str
     images: np.ndarray
+    key_lines: List[str]  # what identifies the images (cache keys of derived artefacts)
     data_info: Dict[str, Any]
-    basis: EigenBasis
-    eigen_info: Dict[str, Any]
     progress: bool = True
     generator: torch.Generator = field(default_factory=torch.Generator)
+    extras: Dict[str, Any] = field(default_factory=dict)  # what ``prepare`` built
+    sections: Dict[str, Any] = field(default_factory=dict)  # extra manifest sections
+    files: Dict[str, str] = field(default_factory=dict)  # extra output files, by role
 
     def batch(self, step: int) -> torch.Tensor:
-        """Clean gray faces of step ``step``: B x 1 x s x s in [-1,1] on the device."""
+        """Clean RGB [0,1] images of step ``step``: B x 3 x H x W on the device."""
         idx = batch_indices(step, len(self.images), self.cfg["batch_size"], self.seed)
-        rgb = to_float(self.images[idx.numpy()], self.device)
-        return rgb_to_face(rgb, self.cfg["face_size"])
+        return to_float(self.images[idx.numpy()], self.device)
 
     def identity(self) -> Dict[str, Any]:
         """What must match for a checkpoint to be resumed."""
@@ -121,6 +118,25 @@ class TrainContext:
 class Trainer:
     """One defense's training: phases, a step, and the state to checkpoint."""
 
+    #: keyword arguments of ``fit`` that go to :meth:`prepare`, not into the settings
+    fit_options: Dict[str, Any] = {}
+    #: metrics shown beside the progress bar
+    progress_keys: Tuple[str, ...] = ("loss",)
+
+    @staticmethod
+    def check_config(cfg: Dict[str, Any]) -> None:
+        """Reject settings the recipe would misuse (a FacebenchError naming the key)."""
+
+    @staticmethod
+    def resolve_steps(cfg: Dict[str, Any], n_images: int) -> Dict[str, Any]:
+        """Settings with counts that depend on the data size (epochs -> steps) filled in."""
+        return cfg
+
+    @classmethod
+    def prepare(cls, ctx: TrainContext, resume: bool = True, **fit_options) -> None:
+        """Build what the model needs before its first step (in ``ctx.extras``) and record
+        it (``ctx.sections``, ``ctx.files``); runs before the model is initialised."""
+
     def __init__(self, ctx: TrainContext):
         self.ctx = ctx
         self.phase: str | None = None
@@ -130,6 +146,10 @@ class Trainer:
 
     def begin_phase(self, name: str) -> None:
         self.phase = name
+
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """The batch in the recipe's input space (from RGB [0,1] images)."""
+        return images
 
     def step(self, phase: str, x: torch.Tensor, phase_step: int) -> Dict[str, float]:
         raise NotImplementedError
@@ -223,9 +243,9 @@ class _Run:
             "phases": [{"name": n, "steps": s} for n, s in self.trainer.phases()],
             "seed": ctx.seed, "git_sha": git_sha(), "facebench_version": __version__,
             "recognizer": ctx.recognizer_name, "device": str(ctx.device),
-            "config": ctx.cfg, "data": ctx.data_info, "eigen": ctx.eigen_info,
-            "files": {"model": MODEL_FILE, "eigen": EIGEN_FILE,
-                      "checkpoint": CHECKPOINT_FILE, "log": "log.jsonl"},
+            "config": ctx.cfg, "data": ctx.data_info, **ctx.sections,
+            "files": {"model": MODEL_FILE, "checkpoint": CHECKPOINT_FILE, "log": "log.jsonl",
+                      **ctx.files},
             "started_at": self.started, "updated_at": _now(), "wall_s": round(self.wall, 1),
             "final_metrics": _means(self.recent) if self.recent else {},
             "final_metrics_window": len(self.recent),
@@ -274,7 +294,7 @@ def run_training(trainer: Trainer, ctx: TrainContext, max_steps: int | None = No
                     trainer.begin_phase(phase)
                 t0 = time.perf_counter()
                 in_step = True
-                metrics = trainer.step(phase, ctx.batch(run.step), phase_step)
+                metrics = trainer.step(phase, trainer.inputs(ctx.batch(run.step)), phase_step)
                 run.step += 1
                 in_step = False
                 run.wall += time.perf_counter() - t0
@@ -286,7 +306,7 @@ def run_training(trainer: Trainer, ctx: TrainContext, max_steps: int | None = No
                     log.write(json.dumps(row) + "\n")
                     log.flush()
                     bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()
-                                     if k in ("loss", "affinity", "cos", "sparsity")})
+                                     if k in trainer.progress_keys})
                     window = []
                 if run.step % every == 0 or run.step in (stop, phase_end):
                     run.save_checkpoint()
@@ -303,3 +323,53 @@ def run_training(trainer: Trainer, ctx: TrainContext, max_steps: int | None = No
     run.export(total)
     run.manifest("complete" if run.step >= total else "partial", total)
     return ctx.out_dir
+
+
+def frozen_recognizer(recognizer, device) -> tuple[nn.Module, str]:
+    """(module, name) of ``recognizer`` (a registered name or a module), frozen on device."""
+    if isinstance(recognizer, nn.Module):
+        name = getattr(recognizer, "registry_name", type(recognizer).__name__)
+        model = recognizer
+    else:
+        from .registry import RECOGNIZERS
+
+        name = str(recognizer)
+        model = RECOGNIZERS.get(name)()
+    return model.to(device).eval().requires_grad_(False), name
+
+
+def fit(defense: type, preset: str, data_home, protocol: str, out_dir, seed: int,
+        progress: bool, max_steps: int | None, recognizer, device: str, resume: bool,
+        download: bool, image_cache_dir=None, **options) -> Path:
+    """:meth:`facebench.trainable.Trainable.fit` of ``defense`` (see there)."""
+    name, recipe, table = defense.registry_name, defense.trainer_class, defense.presets
+    if preset not in table:
+        raise FacebenchError(f"unknown preset {preset!r} for {name}; choose from: "
+                             f"{', '.join(table)}")
+    extra = {k: options.pop(k) for k in list(options) if k in recipe.fit_options}
+    cfg = dict(table[preset])
+    unknown = sorted(set(options) - set(cfg))
+    if unknown:
+        raise FacebenchError(f"{name} has no training option {unknown[0]!r}; it "
+                             f"takes: {', '.join(sorted(cfg))}")
+    cfg.update(options)
+    recipe.check_config(cfg)
+    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 0):
+        raise FacebenchError(f"max_steps must be an integer >= 0, got {max_steps!r}")
+    dev = resolve_device(device)
+    rec_net, rec_name = frozen_recognizer(recognizer, dev)
+
+    images, key_lines, data_info = load_training_images(
+        data_home, protocol, rec_net, cfg.get("max_images"), progress, download,
+        image_cache_dir)
+    cfg = recipe.resolve_steps(cfg, len(images))
+    out = Path(out_dir).expanduser() if out_dir else default_out_dir(name, preset)
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = TrainContext(defense=name, preset=preset, cfg=cfg, out_dir=out, seed=int(seed),
+                       device=dev, recognizer=rec_net, recognizer_name=rec_name,
+                       images=images, key_lines=key_lines, data_info=data_info,
+                       progress=progress)
+    recipe.prepare(ctx, resume, **extra)
+    torch.manual_seed(seed)  # model initialisation
+    ctx.generator.manual_seed(int(seed))
+    return run_training(recipe(ctx), ctx, max_steps, resume)

@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 
 from facebench.data import aligner_for, load_pairs, pair_images
-from facebench.eigen_purifier import find_checkpoint, load_basis_beside
-from facebench.eigenfaces import face_to_rgb, rgb_to_face
+from facebench.defenses.eigen.faces import face_to_rgb, rgb_to_face
+from facebench.defenses.eigen.purifier import load_basis_beside
 from facebench.metrics import eer
 from facebench.runner import load_recognizer
+from facebench.trainable import find_checkpoint
 
 LAMBDA1, LAMBDA3 = 8.0, 0.003
 

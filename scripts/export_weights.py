@@ -10,7 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from facebench.committed_weights import export_weights
+from facebench.errors import FacebenchError
+from facebench.trainable import export_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,8 +19,14 @@ if __name__ == "__main__":
     if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
     run = Path(sys.argv[1])
-    defense = json.loads((run / "manifest.json").read_text(encoding="utf-8"))["defense"]
+    try:
+        defense = json.loads((run / "manifest.json").read_text(encoding="utf-8"))["defense"]
+    except (OSError, ValueError, KeyError) as exc:
+        sys.exit(f"export_weights: error: {run} has no usable training manifest ({exc})")
     dest = Path(sys.argv[2]) if len(sys.argv) == 3 else ROOT / "weights" / defense
-    out = export_weights(run, dest)
+    try:
+        out = export_weights(run, dest)
+    except FacebenchError as exc:
+        sys.exit(f"export_weights: error: {exc}")
     size = (out / "model.pt").stat().st_size / 2**20
     print(f"{defense}: {size:.1f} MB fp16 model written to {out}")

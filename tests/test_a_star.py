@@ -4,7 +4,7 @@ import torch
 
 import facebench
 from facebench.attack import Attack
-from facebench.eigenfaces import EigenBasis, compute_eigenbasis, rgb_to_face, save_atomic
+from facebench.defenses.eigen.faces import EigenBasis, compute_eigenbasis, rgb_to_face, save_atomic
 from facebench.errors import FacebenchError
 from facebench.registry import ATTACKS
 from facebench.threat import ThreatModel

@@ -1,7 +1,7 @@
 """`run --defense side` with no trained model trains the quick preset first (or fails cleanly)."""
 import pytest
 
-import facebench.committed_weights
+import facebench.trainable
 import facebench.training
 from facebench.errors import FacebenchError
 from facebench.runner import build_defense
@@ -14,7 +14,7 @@ class Trained(Exception):
 @pytest.fixture
 def no_models(tmp_path, monkeypatch):
     monkeypatch.setenv("FACEBENCH_MODELS", str(tmp_path / "models"))
-    monkeypatch.setattr(facebench.committed_weights, "committed_dir", lambda d: None)
+    monkeypatch.setattr(facebench.trainable, "committed_dir", lambda d: None)
     calls = []
 
     def fake_train(name, **kwargs):

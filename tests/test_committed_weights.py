@@ -6,11 +6,12 @@ import pooch
 import pytest
 import torch
 
-from facebench import committed_weights
-from facebench.eigen_purifier import MODEL_FORMAT, NoCheckpointError, find_checkpoint
+from facebench import trainable
+from facebench.defenses.eigen import committed
+from facebench.defenses.eigen.faces import EigenBasis, save_atomic
+from facebench.defenses.side.model import SIDEModel
 from facebench.errors import FacebenchError
-from facebench.eigenfaces import EigenBasis, save_atomic
-from facebench.side_model import SIDEModel
+from facebench.trainable import MODEL_FORMAT, NoModelError, find_checkpoint
 
 TINY = dict(n_components=6, feat_dim=8, n_items=4, widths=[4, 4, 4, 4], image_size=16)
 
@@ -55,7 +56,7 @@ def _fake_run(folder, status="complete", seed=0):
 
 def test_export_halves_the_weights_and_drops_machine_paths(tmp_path, one_thread):
     model = _fake_run(tmp_path / "run")
-    dest = committed_weights.export_weights(tmp_path / "run", tmp_path / "weights" / "side")
+    dest = trainable.export_weights(tmp_path / "run", tmp_path / "weights" / "side")
     data = torch.load(dest / "model.pt", weights_only=True)
     floats = [v for k, v in data["state_dict"].items()
               if v.is_floating_point() and k != "generator.1.running_var"]
@@ -83,17 +84,17 @@ def test_export_halves_the_weights_and_drops_machine_paths(tmp_path, one_thread)
 def test_export_refuses_unfinished_runs(tmp_path):
     _fake_run(tmp_path / "run", status="partial")
     with pytest.raises(FacebenchError, match="'partial' training run"):
-        committed_weights.export_weights(tmp_path / "run", tmp_path / "out")
+        trainable.export_weights(tmp_path / "run", tmp_path / "out")
 
 
 def test_lookup_order_prefers_longer_user_runs_then_committed(tmp_path, monkeypatch):
     monkeypatch.setenv("FACEBENCH_MODELS", str(tmp_path / "user"))
     committed = tmp_path / "weights" / "side"
-    monkeypatch.setattr(committed_weights, "committed_dir", lambda d: None)
-    with pytest.raises(NoCheckpointError, match="no committed side weights"):
+    monkeypatch.setattr(trainable, "committed_dir", lambda d: None)
+    with pytest.raises(NoModelError, match="no committed side weights"):
         find_checkpoint("side", "weights")
     _fake_run(committed)
-    monkeypatch.setattr(committed_weights, "committed_dir",
+    monkeypatch.setattr(trainable, "committed_dir",
                         lambda d: committed if d == "side" else None)
     assert find_checkpoint("side") == committed / "model.pt"
     assert find_checkpoint("side", "weights") == committed / "model.pt"
@@ -106,7 +107,7 @@ def test_lookup_order_prefers_longer_user_runs_then_committed(tmp_path, monkeypa
     manifest = json.loads((medium / "manifest.json").read_text())
     (medium / "manifest.json").write_text(json.dumps({**manifest, "status": "complete"}))
     assert find_checkpoint("side") == medium / "model.pt"
-    with pytest.raises(NoCheckpointError):
+    with pytest.raises(NoModelError):
         find_checkpoint("pin")
 
 
@@ -117,17 +118,18 @@ def test_committed_format_rebuilds_its_basis_from_lfw(shared_data, tmp_path, mon
     recomputed basis spans the trained one, SIDE purifies real faces, and a training split
     that differs from the recorded one is refused."""
     from facebench.defenses.side import SIDE
-    from facebench.eigenfaces import load_basis_file
+    from facebench.defenses.eigen.faces import load_basis_file
     from facebench.training import train
 
-    monkeypatch.setattr("facebench.eigenfaces.default_eigen_dir", lambda: tmp_path / "eigen")
+    monkeypatch.setattr("facebench.defenses.eigen.faces.default_eigen_dir",
+                        lambda: tmp_path / "eigen")
     run = train("side", "quick", data_home=shared_data, out_dir=tmp_path / "run", seed=0,
                 progress=False, download=False, max_images=8, face_size=16, n_components=6,
                 widths=[4, 4, 4, 4], feat_dim=8, n_items=4, k=3, batch_size=2,
                 warmup_steps=1, ssat_steps=1, checkpoint_every=2, log_every=1)
-    dest = committed_weights.export_weights(run, tmp_path / "weights" / "side")
+    dest = trainable.export_weights(run, tmp_path / "weights" / "side")
     assert not (dest / "eigen.pt").exists()
-    rebuilt = committed_weights.rebuild_basis(dest, shared_data, progress=False,
+    rebuilt = committed.rebuild_basis(dest, shared_data, progress=False,
                                               eigen_cache_dir=tmp_path / "eigen2")
     trained = load_basis_file(run / "eigen.pt")
     # same subspace: eigenvectors agree up to sign
@@ -145,7 +147,7 @@ def test_committed_format_rebuilds_its_basis_from_lfw(shared_data, tmp_path, mon
     manifest["eigen"]["fingerprint"]["eigval_sum"] *= 1.01
     (dest / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(FacebenchError, match="does not match the one it was trained with"):
-        committed_weights.rebuild_basis(dest, shared_data, progress=False)
+        committed.rebuild_basis(dest, shared_data, progress=False)
     manifest = json.loads(good)
     manifest["data"]["image_list_sha256"] = "0" * 64
     (dest / "manifest.json").write_text(json.dumps(manifest))
@@ -163,9 +165,9 @@ def test_committed_side_weights_load_and_keep_genuine_pairs(shared_data):
     from facebench.metrics import roc_auc
     from facebench.runner import load_recognizer
 
-    assert committed_weights.committed_dir("side") is not None, "committed weights lost"
+    assert trainable.committed_dir("side") is not None, "committed weights lost"
     defense = SIDE(checkpoint="weights", data_home=shared_data)
-    assert defense.checkpoint_path == str(committed_weights.committed_dir("side") / "model.pt")
+    assert defense.checkpoint_path == str(trainable.committed_dir("side") / "model.pt")
     assert defense.meta["protocol"] == "dev-test" and defense.meta["dtype"] == "float16"
     assert defense.row_name == "side[medium]"
     rec = load_recognizer("dlib-resnet")

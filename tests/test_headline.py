@@ -156,7 +156,7 @@ def test_attack_progress_moves_with_every_forward_pass():
 
 
 def test_eigenbasis_message_only_when_it_is_computed(tmp_path, capsys):
-    from facebench.eigenfaces import cached_eigenbasis
+    from facebench.defenses.eigen.faces import cached_eigenbasis
 
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 255, (6, 16, 16, 3), dtype=np.uint8)
@@ -167,7 +167,7 @@ def test_eigenbasis_message_only_when_it_is_computed(tmp_path, capsys):
 
 
 def test_committed_weights_are_checked_against_their_sha256(tmp_path):
-    from facebench.committed_weights import committed_dir, verify_model_hash
+    from facebench.trainable import committed_dir, verify_model_hash
 
     src = committed_dir("side")
     verify_model_hash(src / "model.pt")  # the shipped file is intact

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from facebench.eigen_purifier import EigenPurifier
+from facebench.defenses.eigen.purifier import EigenPurifier
 from facebench.errors import FacebenchError
 from facebench.registry import LAYOUTS, Registry
 from facebench.report import render_table
@@ -88,7 +88,7 @@ def test_variant_suffix_from_the_training_manifest(tmp_path):
 
 def test_list_options_parse_from_the_command_line():
     from facebench.cli import _params
-    from facebench.train_side import PRESETS, check_config
+    from facebench.defenses.side.trainer import PRESETS, check_config
 
     opts = _params(["lambdas=8,1,0.0004", "k=20", "name=a,b"], "--option")
     assert opts == {"lambdas": [8.0, 1.0, 0.0004], "k": 20, "name": "a,b"}

@@ -8,12 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from facebench.antibody import (affinity, ema_update, log_likelihood, make_ema, pixel_term,
-                                reinforce_loss, sample_antibodies)
-from facebench.eigenfaces import EigenBasis, compute_eigenbasis, project, rgb_to_face
+from facebench.defenses.eigen.antibody import (affinity, ema_update, log_likelihood,
+                                               make_ema, pixel_term, reinforce_loss,
+                                               sample_antibodies)
+from facebench.defenses.eigen.faces import EigenBasis, compute_eigenbasis, project, rgb_to_face
+from facebench.defenses.side.model import Memory, SIDEModel
+from facebench.defenses.side.trainer import fgsm_siamese
 from facebench.errors import FacebenchError
-from facebench.side_model import Memory, SIDEModel
-from facebench.train_side import fgsm_siamese
 
 
 
@@ -302,7 +303,7 @@ def test_pin_trains_and_loads_on_lfw_crops(shared_data, tmp_path):
     steps = [json.loads(r)["step"] for r in (out / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
     # training moved the weights away from their seeded initialisation
-    from facebench.pin_model import PINModel
+    from facebench.defenses.pin.model import PINModel
 
     data = torch.load(out / "model.pt", weights_only=True)
     torch.manual_seed(0)

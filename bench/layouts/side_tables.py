@@ -3,7 +3,7 @@
 Variants are told apart by the defense column the runner writes for them: the training
 schedule when it is not the paper's, then the ablation options (``side[quick]``,
 ``side[quick,no-memory]``, ``side[medium,k=20]``, ``side`` for the full schedule): see
-:meth:`facebench.eigen_purifier.EigenPurifier.variant_suffix`. Variants are only compared
+the learned defense's ``variant_suffix``. Variants are only compared
 with models of the same schedule, so each schedule present gets its own table.
 """
 from __future__ import annotations

@@ -28,11 +28,14 @@ from typing import Any, Dict
 
 import torch
 
-from .antibody import (affinity, antibody_stats, ema_update, log_likelihood, make_ema,
-                       pixel_term, reinforce_loss, sample_antibodies)
-from .errors import FacebenchError
-from .side_model import UPDATE_RULES, SIDEModel
-from .trainer import TrainContext, Trainer, embed
+from facebench.defenses.eigen.antibody import (affinity, antibody_stats, ema_update,
+                                               log_likelihood, make_ema, pixel_term,
+                                               reinforce_loss, sample_antibodies)
+from facebench.defenses.eigen.training import EigenTrainer, embed
+from facebench.errors import FacebenchError
+from facebench.trainer import TrainContext
+
+from .model import UPDATE_RULES, SIDEModel
 
 _COMMON: Dict[str, Any] = dict(
     face_size=112, n_components=1500, feat_dim=512, n_items=128, widths=[64, 128, 256, 512],
@@ -92,7 +95,9 @@ def fgsm_siamese(siamese, basis, recognizer, x, anchor, eta: float,
     return x_adv, float(adv_cos)
 
 
-class SIDETrainer(Trainer):
+class SIDETrainer(EigenTrainer):
+    check_config = staticmethod(check_config)
+
     def __init__(self, ctx: TrainContext):
         super().__init__(ctx)
         c = ctx.cfg
@@ -121,7 +126,7 @@ class SIDETrainer(Trainer):
 
     def step(self, phase: str, x: torch.Tensor, phase_step: int) -> Dict[str, float]:
         ctx, c = self.ctx, self.ctx.cfg
-        rec_net, gen, basis = ctx.recognizer, ctx.generator, ctx.basis
+        rec_net, gen, basis = ctx.recognizer, ctx.generator, self.basis
         with torch.no_grad():
             anchor = embed(rec_net, x)
         metrics: Dict[str, float] = {}

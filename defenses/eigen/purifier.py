@@ -1,7 +1,7 @@
 """Shared purifier of SIDE and PIN: select eigenfaces for the input, project onto them.
 
 Pipeline of ``forward``: RGB [0,1] at the recognizer's size -> gray 112x112 in [-1,1]
-(:func:`facebench.eigenfaces.rgb_to_face`) -> learned selector -> one antibody (mask) ->
+(:func:`facebench.defenses.eigen.faces.rgb_to_face`) -> learned selector -> one antibody (mask) ->
 ``E diag(m) E^T (x - mu) + mu`` -> back to [0,1], resized to the input size and replicated
 to three channels. The recognizer therefore sees a *gray* face, as in both papers, so the
 no-defense baseline it should be compared with is the gray-replicated one as well.
@@ -24,77 +24,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from facebench.defense import Defense
+from facebench.errors import FacebenchError
+from facebench.trainable import (Trainable, find_checkpoint, load_model_file,
+                                 verify_model_hash)
+
 from .antibody import sample_antibodies, threshold_antibody
-from .defense import Defense
-from .eigenfaces import EigenBasis, face_to_rgb, load_basis_file, rgb_to_face
-from .errors import FacebenchError
-from .fileio import load_torch_file
+from .faces import EigenBasis, face_to_rgb, load_basis_file, rgb_to_face
 
-MODEL_FILE = "model.pt"
 EIGEN_FILE = "eigen.pt"
-MODEL_FORMAT = "facebench-purifier/1"
 INFERENCE = ("sample", "threshold", "mean")
-PRESET_ORDER = ("full", "medium", "quick")  # which default training run a defense prefers
-
-
-class NoCheckpointError(FacebenchError):
-    """No trained model where one was looked for (the runner may train the quick preset)."""
-
-
-def default_model_root() -> Path:
-    """Where ``train(..., out_dir=None)`` writes: ``user_data_dir("facebench")/models``."""
-    from .paths import models_root
-
-    return models_root()
-
-
-def default_out_dir(defense: str, preset: str) -> Path:
-    return default_model_root() / defense / preset
-
-
-def find_checkpoint(defense: str, checkpoint=None) -> Path:
-    """The model file of a trained ``defense``.
-
-    ``checkpoint`` may be a model file, a training output folder, a preset name
-    (``quick``/``medium``/``full``: that default folder) or ``weights`` (the copy committed
-    under ``weights/<defense>/``). ``None`` takes the first of: the finished default runs
-    full and medium, the committed weights, the default quick run.
-    """
-    from .committed_weights import committed_dir
-
-    committed = committed_dir(defense)
-    if checkpoint is None:
-        candidates = [default_out_dir(defense, p) for p in PRESET_ORDER[:-1]]
-        candidates += ([committed] if committed else []) + [default_out_dir(defense, "quick")]
-    elif str(checkpoint) == "weights":
-        if committed is None:
-            raise NoCheckpointError(f"this installation has no committed {defense} weights")
-        candidates = [committed]
-    else:
-        path = Path(str(checkpoint)).expanduser()
-        if not path.exists() and str(checkpoint) in PRESET_ORDER:
-            path = default_out_dir(defense, str(checkpoint))
-        candidates = [path]
-    for path in candidates:
-        if checkpoint is None and not _finished(path):
-            continue  # a default run stopped early is used only when named explicitly
-        if path.is_dir():
-            path = path / MODEL_FILE
-        if path.is_file():
-            return path
-    where = ", ".join(str(c) for c in candidates)
-    raise NoCheckpointError(
-        f"no trained {defense} model found (looked in {where}); train one with "
-        f"`facebench train {defense}` or pass --defense-param checkpoint=PATH")
-
-
-def _finished(folder: Path) -> bool:
-    """False for a training folder whose manifest says the schedule did not finish."""
-    try:
-        status = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))["status"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return True  # no manifest to go by (a hand-made folder): trust the model file
-    return status == "complete"
 
 
 def load_basis_beside(model_path, data_home=None, progress: bool = True) -> EigenBasis:
@@ -103,23 +42,12 @@ def load_basis_beside(model_path, data_home=None, progress: bool = True) -> Eige
     folder = Path(model_path).parent
     if (folder / EIGEN_FILE).is_file():
         return load_basis_file(folder / EIGEN_FILE)
-    from .committed_weights import rebuild_basis
+    from .committed import rebuild_basis
 
     return rebuild_basis(folder, data_home, progress)
 
 
-def load_model_file(path, defense: str) -> dict:
-    """Read a model file written by the trainer, checking format and defense name."""
-    path = Path(path)
-    data = load_torch_file(path, "model")
-    if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT:
-        raise FacebenchError(f"{path} is not a facebench purifier model file")
-    if data.get("defense") != defense:
-        raise FacebenchError(f"{path} holds a {data.get('defense')!r} model, not {defense!r}")
-    return data
-
-
-class EigenPurifier(Defense):
+class EigenPurifier(Trainable, Defense):
     """Base of the eigen-subspace purifiers; subclasses build ``model`` from a checkpoint."""
 
     differentiable = False
@@ -193,22 +121,14 @@ class EigenPurifier(Defense):
         return f"[{','.join(parts)}]" if parts else ""
 
     @classmethod
-    def trained_protocol(cls, params) -> str | None:
-        try:
-            path = find_checkpoint(cls.defense_name, (params or {}).get("checkpoint"))
-        except FacebenchError:
-            return None  # no model yet: the run trains one for its own protocol
-        try:
-            info = json.loads((path.parent / "manifest.json").read_text(encoding="utf-8"))
-            return info["data"]["protocol"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None  # a hand-made folder: the loaded model's meta is checked later
+    def export_manifest(cls, run_dir: Path, manifest: dict) -> None:
+        from .committed import export_manifest
+
+        export_manifest(run_dir, manifest)
 
     @staticmethod
     def read_checkpoint(defense: str, checkpoint, data_home=None, progress: bool = True
                         ) -> tuple[dict, EigenBasis, Path]:
-        from .committed_weights import verify_model_hash
-
         path = find_checkpoint(defense, checkpoint)
         verify_model_hash(path)
         data = load_model_file(path, defense)

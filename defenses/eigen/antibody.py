@@ -13,7 +13,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .errors import FacebenchError
+from facebench.errors import FacebenchError
 
 LAMBDAS = (8.0, 1.0, 0.003)  # SIDE Eq. 13: identity, pixel, size
 EPS = 1e-6  # p is clamped to [EPS, 1 - EPS] inside the logs (the code does not clamp)

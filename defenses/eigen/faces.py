@@ -29,8 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import FacebenchError
-from .fileio import atomic_write, load_torch_file
+from facebench.errors import FacebenchError
+from facebench.fileio import load_torch_file
+from facebench.fileio import save_torch_atomic as save_atomic  # noqa: F401 (re-exported)
 
 FACE_SIZE = 112
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, PIL's convert("L")
@@ -194,7 +195,7 @@ def compute_eigenbasis(faces, k: int, size: int = FACE_SIZE) -> EigenBasis:
 
 
 def default_eigen_dir() -> Path:
-    from .paths import cache_dir
+    from facebench.paths import cache_dir
 
     return cache_dir("eigen")
 
@@ -210,11 +211,6 @@ def basis_key(key_lines: Sequence[str]) -> str:
 def load_basis_file(path) -> EigenBasis:
     data = load_torch_file(path, "eigenbasis")
     return EigenBasis.from_dict(data, str(path))
-
-
-def save_atomic(obj, path) -> None:
-    """``torch.save`` next to the target, then rename: readers never see a partial file."""
-    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def cached_eigenbasis(images_u8: np.ndarray, key_lines: Sequence[str], k: int,

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .side_model import WIDTHS, Analyzer
+from facebench.defenses.eigen.analyzer import WIDTHS, Analyzer
 
 DAE_WIDTHS = (64, 128, 256)
 

@@ -24,11 +24,13 @@ from typing import Any, Dict
 import torch
 import torch.nn.functional as F
 
-from .antibody import (antibody_stats, log_likelihood, pixel_term, reinforce_loss,
-                       sample_antibodies)
-from .errors import FacebenchError
-from .pin_model import PINModel
-from .trainer import TrainContext, Trainer
+from facebench.defenses.eigen.antibody import (antibody_stats, log_likelihood, pixel_term,
+                                               reinforce_loss, sample_antibodies)
+from facebench.defenses.eigen.training import EigenTrainer
+from facebench.errors import FacebenchError
+from facebench.trainer import TrainContext
+
+from .model import PINModel
 
 _COMMON: Dict[str, Any] = dict(
     face_size=112, n_components=2500, feat_dim=512, widths=[64, 128, 256, 512],
@@ -80,7 +82,10 @@ def relative_noise(x: torch.Tensor, scale: float, generator: torch.Generator) ->
     return noise * (scale * x.norm() / noise.norm())
 
 
-class PINTrainer(Trainer):
+class PINTrainer(EigenTrainer):
+    check_config = staticmethod(check_config)
+    resolve_steps = staticmethod(resolve_steps)
+
     def __init__(self, ctx: TrainContext):
         super().__init__(ctx)
         c = ctx.cfg
@@ -121,7 +126,7 @@ class PINTrainer(Trainer):
             p = self.model(noisy)
             masks = sample_antibodies(p, c["k"], gen)
             with torch.no_grad():
-                recon = self.ctx.basis.project(noisy, masks)
+                recon = self.basis.project(noisy, masks)
                 pix = pixel_term(recon, x, "mse")
                 size = masks.sum(-1)
                 cost = pix + c["lamb_sparse"] * size.to(pix.dtype)

@@ -17,6 +17,11 @@ from .errors import FacebenchError
 from .threat import ThreatModel
 
 GOALS = ("dodging", "impersonation", "pair")
+#: how the runner drives an attack: ``bounded`` (the pair loop within the threat ball),
+#: ``minimization`` (the pair loop, budget ignored: read the attack's size metrics),
+#: ``query`` (the pair loop on the deployed system, no gradients), ``protocol`` (its own
+#: evaluation, see :mod:`facebench.protocol_attack`)
+KINDS = ("bounded", "minimization", "query", "protocol")
 
 
 def attacked_mask(goal: str, same) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -86,6 +91,13 @@ class Attack:
         for key, value in self.params.items():
             setattr(self, key, value)
         self.validate()
+
+    @property
+    def kind(self) -> str:
+        """One of :data:`KINDS`, from the flags above; a subclass may set it outright."""
+        if not self.gradient_based:
+            return "query"
+        return "minimization" if getattr(self, "unbounded", False) else "bounded"
 
     @property
     def name(self) -> str:

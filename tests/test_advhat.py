@@ -1,5 +1,5 @@
 """AdvHat sticker: differentiable placement, TV, optimiser range, parameters, Table 6 layout,
-and (marked lfw) the whole protocol on a few real faces."""
+the ProtocolAttack services it runs on, and (marked lfw) the whole protocol on real faces."""
 import math
 
 import numpy as np
@@ -9,10 +9,14 @@ import torch
 from torch import nn
 
 import facebench
-from facebench import sticker as S
+from facebench.attacks.advhat import sticker as S
+from facebench.attack import KINDS
 from facebench.errors import FacebenchError
+from facebench.protocol_attack import ProtocolAttack, ProtocolContext, clean_threshold
 from facebench.registry import ATTACKS, LAYOUTS
 from facebench.results import COLUMNS
+from facebench.runner import RunConfig
+from facebench.threat import ThreatModel
 
 
 def _faces(n=2, size=32, seed=0):
@@ -181,6 +185,120 @@ def test_dodging_goal_is_refused_before_any_data(tmp_path):
                       data_home=str(tmp_path / "nothing"), download=False, out=None,
                       progress=False)
 
+
+
+# --- attack kinds and the ProtocolAttack services ---------------------------------------
+class _Toy(ProtocolAttack):
+    """A protocol that emits one clean and one attacked row through the context."""
+
+    datasets = ("lfw",)
+    goals = ("impersonation",)
+
+    def evaluate(self, ctx):
+        ctx.start_rows(3, ctx.cfg.protocol)
+        ctx.emit({"accuracy": 1.0}, 0.5)
+        ctx.emit({"accuracy": 0.25}, 0.5, attack=self.name, goal="impersonation")
+
+
+def _cfg(**kw):
+    return RunConfig(**{"dataset": "lfw", "protocol": "dev-test", "goal": "impersonation",
+                        "out": None, **kw})
+
+
+def test_attack_kinds_follow_the_declared_flags():
+    kinds = {n: facebench.load_attack(n).kind for n in ("pgd", "lots", "evolutionary", "advhat")}
+    assert kinds == {"pgd": "bounded", "lots": "minimization", "evolutionary": "query",
+                     "advhat": "protocol"}
+    assert set(kinds.values()) == set(KINDS)
+    assert isinstance(facebench.load_attack("advhat"), ProtocolAttack)
+    assert not isinstance(facebench.load_attack("pgd"), ProtocolAttack)
+
+
+def test_protocol_attack_runs_through_the_runner_signature_and_emits_rows():
+    emitted, made = [], []
+
+    class Rows:
+        def make(self, metrics, wall_s, **columns):
+            return [dict(columns, metric=k, value=v) for k, v in metrics.items()]
+
+    def make_rows(n, protocol):
+        made.append((n, protocol))
+        return Rows()
+
+    _Toy(ThreatModel("rel-l2", 0.01)).run_protocol(
+        cfg=_cfg(), recognizer=None, defense=None, defended=None, device="cpu",
+        make_rows=make_rows, emit=emitted.extend)
+    assert made == [(3, "dev-test")]
+    assert emitted == [{"metric": "accuracy", "value": 1.0},
+                       {"attack": "_toy", "goal": "impersonation", "metric": "accuracy",
+                        "value": 0.25}]
+
+
+@pytest.mark.parametrize("cfg,match", [(dict(dataset="lfw-sample"), "--dataset lfw only"),
+                                       (dict(source="dlib-resnet"), "--source"),
+                                       (dict(goal="pair"), "--goal impersonation")])
+def test_protocol_attack_refuses_what_it_does_not_declare(cfg, match):
+    toy = _Toy(ThreatModel("rel-l2", 0.01))
+    with pytest.raises(FacebenchError, match=match) as err:
+        toy.run_protocol(cfg=_cfg(**cfg), recognizer=None, defense=None, defended=None,
+                         device="cpu", make_rows=None, emit=None)
+    assert "\n" not in str(err.value)
+    with pytest.raises(FacebenchError, match="own protocol"):
+        toy.perturb(None, None, None, None, 0.5)
+
+
+def test_protocol_context_cache_is_grey_box_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEBENCH_CACHE", str(tmp_path))
+    arr = np.arange(6, dtype=np.float32).reshape(1, 2, 3)
+
+    def ctx(**kw):
+        return ProtocolContext(cfg=_cfg(**kw), recognizer=None, defense=None, defended=None,
+                               device="cpu", make_rows=None, emit=None)
+
+    ctx(adaptive=True).cache_put("k", arr)
+    assert ctx().cache_get("k", arr.shape) is None  # adaptive results are never stored
+    ctx().cache_put("k", arr)
+    assert np.array_equal(ctx().cache_get("k", arr.shape), arr)
+    assert ctx().cache_get("k", (2, 3)) is None  # another shape is a miss
+    assert ctx(adaptive=True).cache_get("k", arr.shape) is None
+    assert ctx(adv_cache=False).cache_get("k", arr.shape) is None
+    with pytest.raises(FacebenchError, match="start_rows"):
+        ctx().emit({"accuracy": 1.0}, 0.0)
+    assert ctx().artifacts_dir("advhat") is None
+    assert ctx(out=str(tmp_path / "runs.csv")).artifacts_dir("advhat") == tmp_path / "advhat"
+
+
+def test_clean_threshold_through_the_defended_system(monkeypatch):
+    from facebench import data
+
+    # four images on a line of angles; pairs (0,1) and (2,3) are genuine, (0,3) an impostor
+    angles = torch.tensor([0.0, 0.2, 1.0, 1.1])
+    images = np.zeros((4, 2, 2, 3), np.uint8)
+    monkeypatch.setattr(data, "pair_images", lambda pairs, aligner, progress: (
+        images, np.array([0, 2, 0]), np.array([1, 3, 3])))
+
+    class Defended(nn.Module):
+        def forward(self, x):
+            a = angles[: x.shape[0]]
+            return torch.stack([a.cos(), a.sin()], 1)
+
+    class Pairs:
+        same = [True, True, False]
+
+    out = clean_threshold(Pairs(), None, Defended(), batch_size=8)
+    assert out.n_pairs == 3 and out.tar == 1.0 and out.far == 0.0
+    assert math.cos(1.1) < out.thr <= math.cos(0.2)
+
+
+def test_sticker_cache_key_ignores_evaluation_only_parameters():
+    cfg = _cfg()
+    key = facebench.load_attack("advhat")._cache_key(cfg, "chip", ["t1"], ["a", "b"])
+    assert key == facebench.load_attack("advhat", n_people=7, gallery_photos=1)._cache_key(
+        cfg, "chip", ["t1"], ["a", "b"])
+    assert key != facebench.load_attack("advhat", steps=7)._cache_key(cfg, "chip", ["t1"],
+                                                                      ["a", "b"])
+    assert key != facebench.load_attack("advhat")._cache_key(cfg, "chip", ["t1"], ["a"])
+    assert len(key) == 24
 
 def _rows(defense, run_id, when, clean, attacked, target="Someone"):
     base = dict(run_id=run_id, started_at=when, facebench_version="0", git_sha="x",

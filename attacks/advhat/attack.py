@@ -1,11 +1,4 @@
-"""AdvHat (Komkov & Petiushko 2019): one printed sticker on the forehead impersonates a target.
-
-SIDE's Table 6 uses it as a *physical* attack: a universal sticker, unbounded in intensity, is
-optimised so that anyone wearing it matches one target identity; a defense scores the share
-of stickered faces it still rejects. The attack therefore has its own protocol instead of the
-pair loop (``run_protocol``): threshold from the protocol's clean pairs, one photo each of up
-to ``n_people`` evaluation people, one sticker trained on people outside the protocol.
-"""
+"""The AdvHat attack: its parameters, the sticker optimiser and the Table 6 protocol."""
 from __future__ import annotations
 
 import hashlib
@@ -19,14 +12,14 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from facebench import adv_cache, sticker as S
-from facebench import metrics as M
-from facebench.attack import Attack
 from facebench.errors import FacebenchError
+from facebench.protocol_attack import ProtocolAttack, ProtocolContext
 from facebench.registry import register_attack
 
+from . import figure, selection
+from . import sticker as S
+
 INITS = ("grey", "random")
-FIGURE_FACES = 8
 #: parameters that only change the evaluation, not the trained sticker (not in its cache key)
 EVAL_ONLY = ("n_people", "gallery_photos")
 
@@ -36,16 +29,8 @@ def _normalized_mean(emb: torch.Tensor) -> torch.Tensor:
     return F.normalize(F.normalize(emb.float(), dim=1).mean(0, keepdim=True), dim=1)
 
 
-def _person(path: str) -> str:
-    return Path(path).parent.name
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
-
-
 @register_attack("advhat")
-class AdvHat(Attack):
+class AdvHat(ProtocolAttack):
     """AdvHat universal forehead sticker (impersonation, SIDE Table 6; own protocol).
 
     Training (grey-box by default: on the bare recognizer; ``--adaptive``: through the
@@ -63,7 +48,12 @@ class AdvHat(Attack):
     (grey, random or a PNG of the sticker's size).
     """
 
-    cacheable = False
+    metric_formats = {"accuracy": "percent", "tar_at_thr": "percent", "frr_at_thr": "percent",
+                      "far_at_thr": "percent", "impersonation_rate": "percent",
+                      "accuracy_grey_sticker": "percent"}
+
+    datasets = ("lfw",)  # it needs identities: a target and people who are not the target
+    goals = ("impersonation", "pair")
     defaults = {"steps": 300, "batch": 16, "step_size": 5 / 255, "tv_weight": 0.3,
                 "target": None, "target_photos": 10, "gallery_photos": 5, "n_people": 1000,
                 "train_images": 3000,
@@ -90,10 +80,6 @@ class AdvHat(Attack):
                                               and not Path(self.init).is_file()):
             raise FacebenchError(f"advhat init must be one of {', '.join(INITS)} or a PNG file, "
                                  f"got {self.init!r}")
-
-    def perturb(self, model, probe, gallery_emb, dodge, thr):
-        raise FacebenchError("advhat has its own protocol (one universal sticker vs a target); "
-                             "run it with `facebench run --attack advhat`")
 
     # -- pieces, usable on their own ------------------------------------------------------
     def placement(self, crop_hw) -> S.Placement:
@@ -140,47 +126,19 @@ class AdvHat(Attack):
         return sticker.detach(), (float(np.mean(tail)) if tail else float("nan"))
 
     # -- the protocol --------------------------------------------------------------------
-    def run_protocol(self, *, cfg, recognizer, defense, defended, device, make_rows, emit):
-        from facebench.adaptive import adaptive_target
-        from facebench.data import (default_cache_dir, ensure_lfw, lfw_pairs, lfw_people,
-                                    load_aligned, pair_images, resolve_data_home,
-                                    training_split)
+    def evaluate(self, ctx: ProtocolContext) -> None:
+        """Clean rows at the protocol's threshold, then train and score one sticker."""
+        from facebench.data import (default_cache_dir, ensure_lfw, lfw_pairs, load_aligned,
+                                    resolve_data_home)
         from facebench.data.align import aligner_for
-        from facebench.embed import embed_images, to_float
-        from facebench.trainer import evenly_spaced
+        from facebench.embed import to_float
 
-        if cfg.dataset != "lfw":
-            raise FacebenchError("advhat needs identities: it runs on --dataset lfw only")
-        if cfg.source:
-            raise FacebenchError("advhat does not support --source (transfer) yet")
-        if cfg.goal == "dodging":
-            raise FacebenchError("advhat is an impersonation attack; use --goal impersonation")
+        cfg, device = ctx.cfg, ctx.device
         t0 = time.perf_counter()
         home = ensure_lfw(resolve_data_home(cfg.data_home), cfg.protocol, download=cfg.download)
-        people = lfw_people(home)
         full = lfw_pairs(home, cfg.protocol)
-        first_photo = {}
-        for path in full.unique_paths():  # each evaluation person's first photo in the protocol
-            first_photo.setdefault(_person(path), path)
-        target = self._choose_target(people, first_photo)
-        eval_names = sorted(n for n in first_photo if n != target)
-        if not eval_names:
-            raise FacebenchError(f"protocol {cfg.protocol!r} has nobody to evaluate besides "
-                                 f"the target {target!r}")
-        if self.n_people < len(eval_names):
-            pick = np.random.default_rng(cfg.seed).choice(len(eval_names), self.n_people,
-                                                          replace=False)
-            eval_names = [eval_names[i] for i in sorted(pick)]
-        eval_paths = [first_photo[n] for n in eval_names]
-        # the attacker's photos and the system's gallery photos of the target are disjoint
-        target_paths = evenly_spaced(people[target][0::2], self.target_photos)
-        gallery_paths = evenly_spaced(people[target][1::2], self.gallery_photos)
-        train_paths = evenly_spaced([p for p in training_split(home, cfg.protocol)
-                                     if _person(p) != target], self.train_images)
-        if not train_paths:
-            raise FacebenchError(f"the training split of {cfg.protocol!r} has no images")
-
-        aligner = aligner_for("lfw", recognizer)
+        sel = selection.select(self, home, cfg.protocol, full, cfg.seed)
+        aligner = aligner_for("lfw", ctx.recognizer)
         place = self.placement(aligner.out_size)
         cache = default_cache_dir()
 
@@ -190,70 +148,61 @@ class AdvHat(Attack):
 
         # --- clean: the protocol's threshold through the defended system -------------------
         pairs = full.subset(cfg.pairs, cfg.seed) if cfg.pairs is not None else full
-        images, idx_a, idx_b = pair_images(pairs, aligner, progress=cfg.progress)
-        emb = embed_images(defended, images, cfg.batch_size, device, "clean pairs", cfg.progress)
-        scores = M.cosine_similarity(emb[idx_a], emb[idx_b]).numpy()
-        same = np.asarray(pairs.same, dtype=bool)
-        thr = M.best_threshold(scores, same)
-        tar = float(np.mean(scores[same] >= thr)) if same.any() else float("nan")
-        far = float(np.mean(scores[~same] >= thr)) if (~same).any() else float("nan")
-        faces_u8 = crops(eval_paths, "advhat_eval")
-        target_u8 = crops(target_paths, "advhat_target")
-        gallery = embed_images(defended, crops(gallery_paths, "advhat_gallery"),
-                               cfg.batch_size, device, "gallery", cfg.progress)
-        clean_cos = self._target_cos(defended, faces_u8, None, place, gallery, cfg, device)
-        rows = make_rows(len(eval_paths), cfg.protocol)
-        emit(rows.make({"threshold": thr, "tar_at_thr": tar, "frr_at_thr": 1 - tar,
-                        "far_at_thr": far, "accuracy": float(np.mean(clean_cos < thr)),
-                        "mean_target_cos": float(clean_cos.mean())},
-                       time.perf_counter() - t0))
+        clean = ctx.clean_threshold(pairs, aligner)
+        thr = clean.thr
+        faces_u8 = crops(sel.eval_paths, "advhat_eval")
+        target_u8 = crops(sel.target_paths, "advhat_target")
+        gallery = ctx.embed(crops(sel.gallery_paths, "advhat_gallery"), "gallery")
+        clean_cos = self._target_cos(ctx.defended, faces_u8, None, place, gallery, cfg, device)
+        ctx.start_rows(len(sel.eval_paths), cfg.protocol)
+        ctx.emit({"threshold": thr, "tar_at_thr": clean.tar, "frr_at_thr": 1 - clean.tar,
+                  "far_at_thr": clean.far, "accuracy": float(np.mean(clean_cos < thr)),
+                  "mean_target_cos": float(clean_cos.mean())},
+                 time.perf_counter() - t0)
 
-        # --- train the sticker ---------------------------------------------------------------
+        # --- train the sticker: grey-box as in SIDE (bare recognizer), or --adaptive -------
         t0 = time.perf_counter()
-        if cfg.adaptive:  # through the defense: plain gradients, BPDA and/or EOT as it needs
-            model, adaptive = adaptive_target(defense, recognizer, cfg.eot_samples)
-            model = model.to(device).eval()
-        else:  # grey-box, as in SIDE: trained on the bare recognizer, whatever the defense
-            model, adaptive = recognizer, "none"
+        model, adaptive = ctx.attacker_model()
         with torch.no_grad():
             attack_template = _normalized_mean(model(to_float(target_u8, device)))
         key = None
         sticker = None
-        if adaptive == "none" and cfg.adv_cache and self.init in INITS:
-            key = self._cache_key(cfg, aligner.key, target_paths, train_paths)
-            cached = adv_cache.load(key, (4, place.height, place.width))
+        if ctx.cache_enabled and self.init in INITS:
+            key = self._cache_key(cfg, aligner.key, sel.target_paths, sel.train_paths)
+            cached = ctx.cache_get(key, (4, place.height, place.width))
             if cached is not None:  # channel 3 holds the training cosine
                 sticker = torch.from_numpy(cached[:3].copy()).to(device)
                 train_cos = float(cached[3, 0, 0])
                 if cfg.progress:
-                    print(f"reusing the cached grey-box advhat sticker (target {target})")
+                    print(f"reusing the cached grey-box advhat sticker (target {sel.target})")
         if sticker is None:
-            train_u8 = crops(train_paths, "train")
+            train_u8 = crops(sel.train_paths, "train")
             sticker, train_cos = self.train(model, train_u8, attack_template, place, cfg.seed,
                                             device, cfg.progress)
             if key is not None:
                 stored = torch.cat([sticker.cpu(), torch.full_like(sticker[:1].cpu(), train_cos)])
-                adv_cache.save(key, stored.numpy())
+                ctx.cache_put(key, stored.numpy())
         train_s = time.perf_counter() - t0
 
         # --- evaluate: fixed placement on every evaluation face, through the defense --------
-        adv_cos = self._target_cos(defended, faces_u8, sticker, place, gallery, cfg, device)
+        adv_cos = self._target_cos(ctx.defended, faces_u8, sticker, place, gallery, cfg, device)
         grey = torch.full_like(sticker, 127 / 255)
-        grey_cos = self._target_cos(defended, faces_u8, grey, place, gallery, cfg, device)
+        grey_cos = self._target_cos(ctx.defended, faces_u8, grey, place, gallery, cfg, device)
         accuracy = float(np.mean(adv_cos < thr))
         budget = place.height * place.width / float(np.prod(aligner.out_size))
-        emit(rows.make({"accuracy": accuracy, "impersonation_rate": 1 - accuracy,
-                        "mean_target_cos": float(adv_cos.mean()),
-                        "accuracy_grey_sticker": float(np.mean(grey_cos < thr)),
-                        "mean_target_cos_grey_sticker": float(grey_cos.mean()),
-                        "train_target_cos": train_cos, "train_steps": self.steps,
-                        "train_s": train_s},
-                       time.perf_counter() - t0, attack=self.name,
-                       threat_model=f"sticker:{target}",
-                       budget=round(budget, 6), goal="impersonation", adaptive=adaptive))
-        if cfg.out:
-            self._save(Path(cfg.out).parent / "advhat", cfg, target, adaptive, sticker,
-                       faces_u8, place, defense, adv_cos, thr, device)
+        ctx.emit({"accuracy": accuracy, "impersonation_rate": 1 - accuracy,
+                  "mean_target_cos": float(adv_cos.mean()),
+                  "accuracy_grey_sticker": float(np.mean(grey_cos < thr)),
+                  "mean_target_cos_grey_sticker": float(grey_cos.mean()),
+                  "train_target_cos": train_cos, "train_steps": self.steps,
+                  "train_s": train_s},
+                 time.perf_counter() - t0, attack=self.name,
+                 threat_model=f"sticker:{sel.target}",
+                 budget=round(budget, 6), goal="impersonation", adaptive=adaptive)
+        folder = ctx.artifacts_dir("advhat")
+        if folder is not None:
+            figure.save(folder, cfg, sel.target, adaptive, sticker, faces_u8, place,
+                        ctx.defense, adv_cos, thr, device)
 
     # -- helpers -------------------------------------------------------------------------
     def _choose_target(self, people, first_photo) -> str:
@@ -290,6 +239,7 @@ class AdvHat(Attack):
         return torch.cat(out).numpy()
 
     def _cache_key(self, cfg, aligner_key, target_paths, train_paths) -> str:
+        """The trained sticker's name: what it was trained on and the code that trained it."""
         h = hashlib.sha256()
         for mod in (AdvHat, S):
             h.update(inspect.getsource(mod).encode())
@@ -301,27 +251,3 @@ class AdvHat(Attack):
             "train": hashlib.sha256("\n".join(train_paths).encode()).hexdigest(),
             "source": h.hexdigest()}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:24]
-
-    def _save(self, folder: Path, cfg, target, adaptive, sticker, faces_u8, place, defense,
-              adv_cos, thr, device) -> None:
-        """The sticker PNG and a figure of a few stickered evaluation faces."""
-        from facebench.embed import to_float
-
-        tag = f"{_slug(target)}_{_slug(getattr(defense, 'row_name', cfg.defense))}"
-        tag += "" if adaptive == "none" else f"_adaptive-{_slug(adaptive)}"
-        tag += f"_seed{cfg.seed}"
-        S.save_png(sticker, folder / f"sticker_{tag}.png")
-        pick = np.unique(np.linspace(0, len(faces_u8) - 1, min(FIGURE_FACES, len(faces_u8)))
-                         .round().astype(int))
-        clean = to_float(faces_u8[pick], device)
-        stuck = S.apply(sticker, clean, place)
-        rows = [("clean", clean), ("with the sticker", stuck)]
-        if cfg.defense != "none" and getattr(defense, "purifier", False):
-            with torch.no_grad():
-                rows.append((f"after {cfg.defense}", defense(stuck).clamp(0, 1)))
-        best = adv_cos[pick].max(axis=1)  # the gallery photo each face comes closest to
-        captions = [f"cos {c:.3f}{' *' if c >= thr else ''}" for c in best]
-        note = (f"cos: highest cosine to a gallery photo of {target} through {cfg.defense}; "
-                f"* = accepted as {target} (threshold {thr:.4f})")
-        S.save_figure(folder / f"faces_{tag}.png", sticker.cpu(),
-                      [(t, x.cpu()) for t, x in rows], captions, note)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .errors import FacebenchError
+from facebench.errors import FacebenchError
 
 #: the SIDE paper's sticker (H×W) on 112×112 ArcFace crops (Table 6)
 PAPER_STICKER = (20, 72)

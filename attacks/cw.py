@@ -17,6 +17,7 @@ class CW(Attack):
     ball, so a tight budget can make it fail, which the ASR then shows.
     """
 
+    table_order = 4.0  # column/row position in the SIDE paper's Table 1
     defaults = {"c": 10.0, "kappa": 0.0, "steps": 100, "search_steps": 5, "lr": 0.01}
 
     def validate(self) -> None:

@@ -17,6 +17,7 @@ class DeepFool(Attack):
     the result is projected onto the threat ball at the end, which can undo the flip.
     """
 
+    table_order = 2.0  # column/row position in the SIDE paper's Table 1
     defaults = {"steps": 50, "overshoot": 0.02}
 
     def validate(self) -> None:

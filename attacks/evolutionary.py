@@ -68,6 +68,7 @@ class Evolutionary(Attack):
     gradient_based = False
     cacheable = False
     needs_gallery_image = True
+    metric_formats = {"mse_<[goal_]at_queries>": "scientific", "evo_<outcome>": "percent"}
     defaults = {"budgets": (1000, 5000, 10000), "search_size": 45, "coord_frac": 0.05,
                 "mu": 0.01, "sigma": 0.1, "cc": 0.01, "ccov": 0.001, "mu_window": 30,
                 "rescale": True, "seed": None, "progress": True}

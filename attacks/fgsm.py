@@ -12,6 +12,7 @@ class FGSM(Attack):
     The step is radius·sign(∇) for linf and radius·∇/‖∇‖₂ for the L2 norms, then projected.
     """
 
+    table_order = 1.0  # column/row position in the SIDE paper's Table 1
     defaults = {}
 
     def perturb(self, model, probe, gallery_emb, dodge, thr):

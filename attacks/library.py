@@ -289,6 +289,9 @@ class LibraryAttack(Attack):
     #: run each pair in a verifier of its own (attacks whose queries cannot be matched back)
     per_pair = False
 
+    #: one budget per batch: no ThreatModel.per_sample, so no --minimal-eps
+    per_sample_budget = False
+    metric_formats = {"budget_exhausted": "percent"}  # share of probes stopped by a bound
     def __init__(self, threat, **params):
         own = {k: v for k, v in params.items() if k in self.defaults}
         lib = {k: v for k, v in params.items() if k not in self.defaults}
@@ -581,10 +584,13 @@ def make_factory(prefix: str):
 ATTACKS.register_prefix(
     "art", make_factory("art"),
     "any evasion attack of the Adversarial Robustness Toolbox (pip install "
-    "adversarial-robustness-toolbox), e.g. art:ProjectedGradientDescent")
+    "adversarial-robustness-toolbox), e.g. art:ProjectedGradientDescent",
+    defaults=LibraryAttack.defaults)
 ATTACKS.register_prefix(
     "foolbox", make_factory("foolbox"),
-    "any Foolbox 3 attack (pip install foolbox), e.g. foolbox:LinfPGD")
+    "any Foolbox 3 attack (pip install foolbox), e.g. foolbox:LinfPGD",
+    defaults=LibraryAttack.defaults)
 ATTACKS.register_prefix(
     "torchattacks", make_factory("torchattacks"),
-    "any torchattacks attack (pip install --no-deps torchattacks), e.g. torchattacks:PGD")
+    "any torchattacks attack (pip install --no-deps torchattacks), e.g. torchattacks:PGD",
+    defaults=LibraryAttack.defaults)

@@ -37,6 +37,7 @@ class LOTS(Attack):
     """
 
     #: the search ignores the threat ball, so a budget sweep (--minimal-eps) is meaningless
+    metric_formats = {"tau_asr_<tau>": "percent"}  # share flipped within ||d||_2*255 < tau
     unbounded = True
     defaults = {"steps": 500, "step": 1.0, "quantize": False, "margin": 0.0,
                 "taus": DEFAULT_TAUS}

@@ -14,6 +14,7 @@ class PGD(Attack):
     ‖x‖₂); None means 2.5·eps/steps. Returns the last iterate, batched, one gradient a step.
     """
 
+    table_order = 3.0  # column/row position in the SIDE paper's Table 1
     defaults = {"steps": 40, "step_size": None, "random_start": True}
 
     def validate(self) -> None:

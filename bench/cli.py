@@ -47,25 +47,27 @@ def _add_run(sub) -> None:
                        description="Evaluate recognizer∘defense on a pair protocol, clean and "
                        "under attack; print a table and append tidy rows to a CSV.")
     g = p.add_argument_group("what to evaluate")
-    g.add_argument("--recognizer", default="dlib-resnet", help="registered recognizer")
+    g.add_argument("--recognizer", default="dlib-resnet",
+                   help="registered recognizer (default: %(default)s; see `facebench list`)")
     g.add_argument("--dataset", default="lfw-sample",
-                   help="registered dataset (`facebench list`): lfw-sample (default: 100 LFW "
-                   "dev-test pairs shipped with facebench), lfw, pairs (your own aligned crops)")
+                   help="registered dataset (default: %(default)s, the pairs shipped with "
+                   "facebench; see `facebench list`)")
     g.add_argument("--protocol", default=None,
-                   help="lfw: 10-fold | dev-train | dev-test (default: the protocol a learned "
-                   "defense was trained for, else 10-fold)")
+                   help="the dataset's evaluation protocol (default: the protocol a learned "
+                   "defense was trained for, else the dataset's default; see `facebench list`)")
     g.add_argument("--pairs", type=int, default=None, metavar="N",
                    help="seeded, balanced subset of N pairs (default: all)")
-    g.add_argument("--pairs-file", help="--dataset pairs: CSV path_a,path_b,same")
-    g.add_argument("--image-root", help="--dataset pairs: folder the CSV paths are relative to")
+    g.add_argument("--pairs-file", help="a dataset of your own crops: CSV path_a,path_b,same")
+    g.add_argument("--image-root", help="folder the --pairs-file paths are relative to")
     g.add_argument("--data-home", help="folder holding lfw_home/ (default: $FACEBENCH_DATA, "
                    "then the user cache dir)")
     g.add_argument("--no-download", action="store_true", help="never download missing data")
-    g.add_argument("--defense", default="none", help="registered defense")
+    g.add_argument("--defense", default="none", help="registered defense (`facebench list`)")
     g.add_argument("--defense-param", action="append", metavar="KEY=VALUE",
                    help="defense option (repeatable)")
     a = p.add_argument_group("attack (defaults: the SIDE paper's rel-l2 0.04, goal pair)")
-    a.add_argument("--attack", default="pgd", help="registered attack, or none for clean only")
+    a.add_argument("--attack", default="pgd",
+                   help="registered attack (`facebench list`), or none for clean only")
     a.add_argument("--norm", default="rel-l2", help="threat model: linf | l2 | rel-l2")
     a.add_argument("--eps", type=float, default=None,
                    help="budget: linf in /255, l2 absolute, rel-l2 as ||d||/||x|| "
@@ -78,8 +80,8 @@ def _add_run(sub) -> None:
     a.add_argument("--eot-samples", type=int, default=None, metavar="N",
                    help="--adaptive on a randomized defense: EOT draws per gradient (default 8)")
     a.add_argument("--source", metavar="RECOGNIZER[+DEFENSE]",
-                   help="transfer: craft on this model (e.g. dlib-resnet+jpeg), evaluate on "
-                   "--recognizer with --defense")
+                   help="transfer: craft on this registered recognizer (optionally behind a "
+                   "defense), evaluate on --recognizer with --defense")
     a.add_argument("--minimal-eps", action="store_true",
                    help="binary-search the smallest successful budget per probe up to --eps; "
                    "adds median_min_eps")
@@ -131,20 +133,29 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _list_entries(reg) -> list:
+    """(name, description, parameters) of a registry's entries, then of its name families."""
+    entries = [(n, o.registry_description, getattr(o, "defaults", None)) for n, o in reg.items()]
+    return entries + [(f"{p}:<Name>", d, reg.prefix_defaults(p)) for p, d in reg.prefixes()]
+
+
 def cmd_list(args) -> int:
-    from .registry import ATTACKS, DATASETS, DEFENSES, LAYOUTS, RECOGNIZERS
+    from .registry import ATTACKS, DATASETS, DEFENSES, LAYOUTS, METRICS, RECOGNIZERS
 
     for title, reg in (("recognizers", RECOGNIZERS), ("datasets", DATASETS),
                        ("defenses", DEFENSES), ("attacks", ATTACKS), ("table layouts", LAYOUTS)):
         print(f"{title}:")
-        entries = [(n, o.registry_description, getattr(o, "defaults", None))
-                   for n, o in reg.items()]
-        entries += [(f"{p}:<Name>", d, None) for p, d in reg.prefixes()]
+        entries = _list_entries(reg)
         width = max((len(n) for n, _, _ in entries), default=0)
         for name, description, params in entries:
             extra = (" [" + ", ".join(f"{k}={v}" for k, v in params.items()) + "]"
                      if params else "")
             print(f"  {name:<{width}}  {description}{extra}")
+    print("metrics (as tables show them; undeclared ones as numbers):")
+    metrics = METRICS.items()
+    width = max((len(p) for p, _, _ in metrics), default=0)
+    for pattern, fmt, description in metrics:
+        print(f"  {pattern:<{width}}  {fmt:<10}  {description}")
     return 0
 
 
@@ -181,17 +192,18 @@ def cmd_train(args) -> int:
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a learned defense (side, pin)",
+    p = sub.add_parser("train", help="train a learned defense",
                        description="Train a learned purifier on the LFW images of people who "
                        "appear in no pair of the evaluation protocol; checkpoints periodically "
                        "and resumes after an interruption.")
-    p.add_argument("defense", help="side | pin")
+    p.add_argument("defense", help="a registered defense with a training recipe")
     p.add_argument("--preset", default="quick",
-                   help="quick (CPU, minutes) | medium (side only: CPU, about 1.5 h) | full (the "
-                   "paper's schedule, for a GPU)")
+                   help="the defense's training preset (default quick: CPU, minutes; full: the "
+                   "paper's schedule, for a GPU; a defense may offer others)")
     p.add_argument("--protocol", default="dev-test",
                    help="evaluation protocol whose people are held out of training")
-    p.add_argument("--recognizer", default="dlib-resnet", help="recognizer F used in training")
+    p.add_argument("--recognizer", default="dlib-resnet",
+                   help="registered recognizer F used in training (default: %(default)s)")
     p.add_argument("--data-home", help="folder holding lfw_home/")
     p.add_argument("--no-download", action="store_true")
     p.add_argument("--out-dir", help="output folder (default: the user data dir)")
@@ -214,8 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_run(sub)
     _add_train(sub)
-    sub.add_parser("list", help="registered recognizers, defenses and attacks",
-                   description="Print every registered recognizer, defense and attack.")
+    sub.add_parser("list", help="registered recognizers, datasets, defenses, attacks, layouts",
+                   description="Print every registered recognizer, dataset, defense, attack and "
+                   "table layout with its parameters, and the metrics tables format.")
     t = sub.add_parser("table", help="regenerate a markdown table from a runs CSV",
                        description="Regenerate a table from tidy rows with a registered layout. "
                        "The default (defense-attack): rows = defense, columns = attack (clean "

@@ -7,18 +7,24 @@ a pair is accepted iff ``score >= thr``.
 """
 from __future__ import annotations
 
+import sys
 from typing import Tuple
 
 import numpy as np
-import torch
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from .errors import FacebenchError
 
 
+def _is_tensor(value) -> bool:
+    """Whether ``value`` is a torch tensor, without importing torch (a CLI that never made a
+    tensor need not pay for it; if torch is not loaded, nothing can be a tensor)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
 def _array(values, what: str) -> np.ndarray:
     """1-D float64 copy of ``values`` (numpy, torch or list); NaN is an error."""
-    if isinstance(values, torch.Tensor):
+    if _is_tensor(values):
         values = values.detach().cpu().numpy()
     arr = np.asarray(values, dtype=np.float64).reshape(-1)
     if np.isnan(arr).any():
@@ -44,7 +50,9 @@ def _check(scores, labels, both: bool = True) -> Tuple[np.ndarray, np.ndarray]:
 
 def cosine_similarity(a, b):
     """Row-wise cosine of two N×D arrays; returns the input's type (torch stays differentiable)."""
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+    if _is_tensor(a) or _is_tensor(b):
+        import torch
+
         a = torch.as_tensor(a)
         b = torch.as_tensor(b, dtype=a.dtype, device=a.device)
         return torch.nn.functional.cosine_similarity(a.reshape(a.shape[0], -1),
@@ -58,16 +66,31 @@ def cosine_similarity(a, b):
     return np.sum(a * b, axis=1) / (na * nb)
 
 
+def _roc(s: np.ndarray, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC of checked inputs: one point per distinct score, tied scores decided together.
+
+    Scores sorted decreasing (stable, as scikit-learn's ``roc_curve``, whose output this
+    matches exactly); at the last index of each run of equal scores the accepted genuine
+    pairs are the cumulative count of labels, the accepted impostors the rest.
+    """
+    order = np.argsort(s, kind="mergesort")[::-1]
+    s, y = s[order], y[order].astype(np.float64)
+    last = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
+    tps = np.r_[0.0, np.cumsum(y)[last]]
+    fps = np.r_[0.0, 1.0 + last - tps[1:]]
+    return fps / fps[-1], tps / tps[-1], np.r_[np.inf, s[last]]
+
+
 def roc(scores, labels) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds), thresholds decreasing from +inf; every operating point kept."""
-    s, y = _check(scores, labels)
-    return roc_curve(y, s, drop_intermediate=False)
+    return _roc(*_check(scores, labels))
 
 
 def roc_auc(scores, labels) -> float:
-    """Area under the ROC curve (probability a genuine pair outscores an impostor pair)."""
-    s, y = _check(scores, labels)
-    return float(roc_auc_score(y, s))
+    """Area under the ROC curve (probability a genuine pair outscores an impostor pair, ties
+    counting one half): the trapezoid rule on the full ROC, exact for step curves."""
+    fpr, tpr, _ = roc(scores, labels)
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2.0)
 
 
 def eer(scores, labels) -> Tuple[float, float]:
@@ -176,6 +199,8 @@ def attack_success_rate(clean_scores, adv_scores, labels, thr: float, attacked_m
 
 def perturbation_sizes(x, x_adv) -> Tuple[np.ndarray, np.ndarray]:
     """Per-sample (L∞ of δ, ‖δ‖₂ / ‖x‖₂) in pixel units of [0, 1] images, as numpy arrays."""
+    import torch  # only attacked runs get here; they have torch loaded already
+
     x = torch.as_tensor(x).detach().double().cpu()
     x_adv = torch.as_tensor(x_adv).detach().double().cpu()
     if x.shape != x_adv.shape:

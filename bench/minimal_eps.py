@@ -30,6 +30,10 @@ class MinimalEps(Attack):
     its smallest successful ε (bisection assumes success grows with ε; the result is the
     smallest successful ε the search *saw*, within threat.eps / 2**search_steps). Costs
     1 + search_steps runs of the inner attack on the probes broken at the full budget.
+
+    The inner attack must be gradient-based and bounded, run the pair loop (no
+    ``run_protocol`` of its own) and honour a per-sample budget: an attack class that cannot
+    (e.g. a library backend) declares ``per_sample_budget = False``.
     """
 
     cacheable = False  # the minimal budgets are recorded while crafting
@@ -49,10 +53,9 @@ class MinimalEps(Attack):
         if getattr(inner, "unbounded", False):
             raise FacebenchError(f"--minimal-eps needs a bounded attack; {inner.name} ignores "
                                  "the budget (read its own size metrics instead)")
-        if getattr(inner, "library_class", None) is not None or type(inner).__module__.startswith(
-                "facebench.attacks._library"):
-            raise FacebenchError(f"--minimal-eps cannot wrap {inner.name}: library attacks take "
-                                 "one budget per batch")
+        if not getattr(inner, "per_sample_budget", True):  # declared by the attack class
+            raise FacebenchError(f"--minimal-eps cannot wrap {inner.name}: it takes one budget "
+                                 "per batch")
         if inner.threat.is_per_sample:
             raise FacebenchError("--minimal-eps needs one upper budget, not a per-sample one")
         self.inner = inner
@@ -70,7 +73,7 @@ class MinimalEps(Attack):
 
     @property
     def row_attack(self) -> str:
-        """``pgd[min-eps]``: minimal-budget rows never replace the fixed-budget cells."""
+        """``<attack>[min-eps]``: minimal-budget rows never replace the fixed-budget cells."""
         return f"{getattr(self.inner, 'row_attack', self.inner.name)}[min-eps]"
 
     def bind_defense(self, defense) -> None:

@@ -13,28 +13,24 @@ from typing import Dict, Optional
 import pandas as pd
 
 from .errors import FacebenchError
+from .registry import ATTACKS, DEFENSES, METRICS
 from .results import read_runs
 
-#: columns in the SIDE paper's Table 1 order; any other attack follows alphabetically
-ATTACK_ORDER = ["none", "fgsm", "deepfool", "pgd", "cw"]
 #: the ``adaptive`` column values of ``--adaptive`` runs (gradients through the defense)
 THROUGH_DEFENSE = ("plain", "bpda", "eot", "bpda+eot")
-DEFENSE_ORDER = ["none", "jpeg", "bit-depth", "median", "tvm", "quilting", "pin", "side"]
-PERCENT = {"eer", "tar_at_far_1e-3", "tar_at_far_1e-2", "acc_at_clean_thr", "asr",
-           "accuracy_10fold", "accuracy_10fold_std", "accuracy", "tar_at_thr", "frr_at_thr",
-           "far_at_thr", "impersonation_rate", "accuracy_grey_sticker", "budget_exhausted"}
-#: metric families shown as percentages (tau_asr_<tau>)
-PERCENT_PREFIXES = ("tau_asr_", "evo_")
-#: metric families shown in scientific notation (the Evolutionary attack's MSEs)
-SCIENTIFIC_PREFIXES = ("mse_",)
 
 
 def _fmt(metric: str, value: float) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if metric in PERCENT or metric.startswith(PERCENT_PREFIXES):
-        return f"{100 * value:.2f}%"
-    return f"{value:.2e}" if metric.startswith(SCIENTIFIC_PREFIXES) else f"{value:.4f}"
+    """A cell as the metric's declared format shows it (see :class:`MetricFormats`)."""
+    return METRICS.format(metric, value)
+
+
+def attack_sort_key(name: str):
+    """The clean column ("none") first, then the attacks' declared ``table_order`` (their
+    place in the paper's table), then the name; attacks that declare none follow by name."""
+    name = str(name)
+    order = -math.inf if name == "none" else ATTACKS.declared(name, "table_order", math.inf)
+    return (order, name)
 
 
 def summary_table(df: pd.DataFrame) -> str:
@@ -60,16 +56,12 @@ def summary_table(df: pd.DataFrame) -> str:
 
 
 def defense_sort_key(name: str):
-    """Paper order of the base defense (``side[quick]`` sorts with ``side``), then variants
-    with fewer tags first (``side[quick]`` before ``side[quick,k=20]``), then the name."""
+    """The base defense's declared ``table_order`` (a variant ``name[tags]`` sorts with
+    ``name``; defenses that declare none follow, grouped by name), then variants with fewer
+    tags first (``name[quick]`` before ``name[quick,k=20]``), then the name."""
     base, _, tags = str(name).partition("[")
-    return (DEFENSE_ORDER.index(base) if base in DEFENSE_ORDER else len(DEFENSE_ORDER),
+    return (DEFENSES.declared(base, "table_order", math.inf), base,
             len([t for t in tags.rstrip("]").split(",") if t]), name)
-
-
-def _order(values, preferred):
-    return sorted(values, key=lambda v: (preferred.index(v) if v in preferred else len(preferred),
-                                         v))
 
 
 def filter_rows(df: pd.DataFrame, filters: Optional[Dict[str, object]] = None) -> pd.DataFrame:
@@ -219,7 +211,7 @@ def defense_attack_layout(df: pd.DataFrame, metric: str, filters: Dict[str, obje
     attacked = [c for c in cell.columns if c != "none"]
     if attacked:  # a defense with only clean rows here has nothing to compare: leave it out
         cell = cell[cell[attacked].notna().any(axis=1)]
-    cols = _order(list(cell.columns), ATTACK_ORDER)
+    cols = sorted(cell.columns, key=attack_sort_key)
     order = (sorted(cell.index, key=defense_sort_key) if row_order is None
              else [r for r in row_order if r in cell.index])
     names = ["Defense"] + ["Clean" if c == "none" else c for c in cols]

@@ -17,6 +17,7 @@ from ._util import check_images, defaults_of, int_param
 class BitDepth(Defense):
     """Feature squeezing: quantise each colour channel to 2**bits levels (bits 1-8)."""
 
+    table_order = 2.0  # column/row position in the SIDE paper's Table 1
     differentiable = False
     randomized = False
 

@@ -31,6 +31,7 @@ def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
 class JPEG(Defense):
     """JPEG compression round trip (PIL, per image); quality 1-100."""
 
+    table_order = 1.0  # column/row position in the SIDE paper's Table 1
     differentiable = False
     randomized = False
 

@@ -21,6 +21,7 @@ from ._util import check_images, defaults_of, int_param
 class Median(Defense):
     """Feature squeezing: per-channel median filter of a size×size window, reflect padding."""
 
+    table_order = 3.0  # column/row position in the SIDE paper's Table 1
     differentiable = True
     randomized = False
 

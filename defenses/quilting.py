@@ -103,6 +103,7 @@ def _load_bank_file(path) -> torch.Tensor:
 class Quilting(Defense):
     """Guo et al. image quilting: each grid patch -> one of its k nearest clean bank patches."""
 
+    table_order = 5.0  # column/row position in the SIDE paper's Table 1
     differentiable = False
     randomized = True
 

@@ -46,6 +46,7 @@ def fill_dropped(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 class TVM(Defense):
     """Guo et al. TV minimisation: random pixel dropout, refill, Chambolle TV denoising."""
 
+    table_order = 4.0  # column/row position in the SIDE paper's Table 1
     differentiable = False
     randomized = True
 

@@ -145,3 +145,28 @@ def test_nan_and_shape_errors():
         M.roc_auc([0.1, 0.2], [1, 1])
     with pytest.raises(FacebenchError):
         M.accuracy_at([0.1, 0.2], [1], 0.5)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_roc_and_auc_match_sklearn_with_ties_and_imbalance(seed):
+    # coarse scores force many ties, also across classes; the class sizes differ
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 400))
+    y = (rng.random(n) < rng.uniform(0.1, 0.9)).astype(int)
+    y[:2] = [0, 1]
+    s = np.round(rng.normal(0.3 * y, 0.3), int(rng.integers(0, 3)))
+    fpr, tpr, thr = M.roc(s, y)
+    rf, rt, rthr = roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_array_equal(fpr, rf)
+    np.testing.assert_array_equal(tpr, rt)
+    np.testing.assert_array_equal(thr, rthr)
+    assert M.roc_auc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+
+
+def test_metrics_module_needs_neither_sklearn_nor_torch():
+    import subprocess
+    import sys
+    code = ("import sys, facebench.metrics as M; M.eer([.9, .1], [1, 0]); "
+            "print(sorted(m for m in ('sklearn', 'torch', 'scipy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

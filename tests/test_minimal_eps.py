@@ -193,3 +193,21 @@ def test_minimal_eps_fgsm_on_lfw(shared_data, tmp_path, monkeypatch):
     assert 0 < adv["mean_min_eps"] <= 8.0 and adv["min_eps_found"] > 0.5
     # examples at their minimal budgets: on average well inside the full ball
     assert adv["mean_linf"] < 8.0 / 255 - 1e-4
+
+
+class _OneBudget(Attack):
+    per_sample_budget = False  # declared, as library backends do
+
+    def perturb(self, model, probe, gallery_emb, dodge, thr):
+        return probe
+
+
+def test_wrapper_rejects_an_attack_declaring_one_budget_per_batch():
+    with pytest.raises(FacebenchError, match="one budget per batch"):
+        wrap_minimal(_OneBudget(ThreatModel("linf", 8)))
+
+
+def test_library_backends_declare_one_budget_per_batch():
+    from facebench.attacks.library import LibraryAttack
+
+    assert LibraryAttack.per_sample_budget is False

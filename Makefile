@@ -8,7 +8,7 @@ STAMP := $(VENV)/.facebench-installed
 # with e.g. `make TORCH=torch test` on a GPU machine
 TORCH ?= torch==2.13.0
 
-.PHONY: setup run test
+.PHONY: setup run test test-fast
 
 setup: $(STAMP)
 
@@ -25,3 +25,6 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"

@@ -59,8 +59,8 @@ class Tiny(nn.Module):
         return self.fc(nn.functional.adaptive_avg_pool2d(self.conv(x).relu(), 4).flatten(1))
 
 
-@pytest.fixture(scope="module")
-def toy():
+def toy_inputs():
+    """Toy recognizer, two probes, their mates and two other faces (all seeded)."""
     torch.manual_seed(0)
     model = Tiny()
     g = torch.Generator().manual_seed(1)
@@ -70,9 +70,18 @@ def toy():
     return model, probe, mate, other
 
 
+@pytest.fixture(scope="module")
+def toy():
+    return toy_inputs()
+
+
 @pytest.mark.parametrize("name", _names("attack", ATTACKS))
 @pytest.mark.parametrize("goal", GOALS)
 def test_attack_contract(toy, name, goal, one_thread):
+    check_attack(toy, name, goal)
+
+
+def check_attack(toy, name, goal):
     cls = ATTACKS.get(name)
     model, probe, mate, other = toy
     gallery_img = mate if goal == "dodging" else other
@@ -102,6 +111,10 @@ def test_attack_contract(toy, name, goal, one_thread):
 
 @pytest.mark.parametrize("name", _names("defense", DEFENSES))
 def test_defense_contract(toy, name, one_thread):
+    check_defense(toy, name)
+
+
+def check_defense(toy, name):
     cls = DEFENSES.get(name)
     accepted = inspect.signature(cls.__init__).parameters
     defense = cls(**({"seed": 0} if "seed" in accepted else {}))

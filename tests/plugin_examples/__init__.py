@@ -1,0 +1,1 @@
+"""The plugin examples the README's "Adding a plugin" shows, tested like every plugin."""

@@ -24,13 +24,13 @@ from tqdm.auto import tqdm
 from . import __version__
 from . import adv_cache
 from . import metrics as M
-from .adaptive import adaptive_target
 from .attack import attacked_mask
 from .dataset import Dataset, load_dataset
 from .embed import embed_images, to_float
 from .errors import FacebenchError
 from .fileio import resolve_device
 from .fingerprint import images_digest
+from .knowledge import AttackerView, attacker_view
 from .paths import default_runs_csv
 from .protocol_attack import ProtocolAttack
 from .registry import ATTACKS, DEFENSES, RECOGNIZERS
@@ -302,38 +302,107 @@ def _warn_small_far(same: np.ndarray) -> None:
               f"resolve a 1e-3 FAR); read it as indicative only", file=sys.stderr)
 
 
-def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
-    """Run one benchmark configuration; append its rows to ``cfg.out`` and return them."""
-    from .data import pair_images
-    from .data.align import get_aligner, ResizeOnly
+@dataclass
+class Evaluation:
+    """The pairs, their aligned crops and the models one run evaluates."""
 
+    pairs: Any
+    images: np.ndarray
+    idx_a: np.ndarray
+    idx_b: np.ndarray
+    same: np.ndarray
+    aligner: Any
+    defense: Any
+    recognizer: Any
+    defended: Any
+    source: Optional[tuple]
+    rows: "_Rows"
+
+
+@dataclass
+class Clean:
+    """Clean embeddings, scores, threshold and the rows already written."""
+
+    emb: torch.Tensor
+    scores: np.ndarray
+    thr: float
+    rows: List[dict]
+
+
+@dataclass
+class Attacked:
+    """Attacked scores of every pair and the perturbation sizes of the attacked probes."""
+
+    scores: np.ndarray
+    attacked: np.ndarray
+    dodge: np.ndarray
+    linf: np.ndarray
+    rel: np.ndarray
+    l2: np.ndarray
+
+
+def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
+    """Run one benchmark configuration; append its rows to ``cfg.out`` and return them.
+
+    validate → load data and models → clean scores (rows written at once) → attacker view
+    → craft (cached when grey-box) → attacked scores → rows."""
     cfg = RunConfig(**{**(asdict(cfg) if cfg else {}), **overrides})
     plan = validate(cfg)
     cfg = replace(cfg, protocol=plan.protocol)
-    attack, threat, source, device = plan.attack, plan.threat, plan.source, plan.device
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    held_out = plan.dataset.held_out_protocol(plan.protocol)
+    if isinstance(plan.attack, ProtocolAttack):
+        return run_protocol_attack(cfg, plan)
+    ev = load_evaluation(cfg, plan)
+    clean = clean_stage(cfg, ev)
+    if plan.attack is None:
+        return _report(pd.DataFrame(clean.rows), cfg)
+    t0 = time.perf_counter()
+    attack = plan.attack
+    attacked, dodge = attacked_mask(cfg.goal, torch.from_numpy(ev.same))
+    if hasattr(attack, "data_home"):  # an attack that reads data itself gets the run's
+        attack.data_home = cfg.data_home
+    if hasattr(attack, "bind_defense"):  # an attack built on the evaluated defense (a*)
+        attack.bind_defense(ev.defense)
+    view = attacker_view(
+        attack, adaptive=cfg.adaptive, eot_samples=cfg.eot_samples, source_label=cfg.source,
+        source=ev.source, defense=ev.defense, defense_name=cfg.defense,
+        recognizer=ev.recognizer, defended=ev.defended, images=ev.images, idx_a=ev.idx_a,
+        idx_b=ev.idx_b, same=ev.same, clean_emb=clean.emb, clean_thr=clean.thr,
+        batch_size=cfg.batch_size, device=plan.device, progress=cfg.progress)
+    result = craft_stage(cfg, plan, ev, clean, view, attacked.numpy(), dodge.numpy())
+    attack_rows = attacked_rows(cfg, plan, ev, clean, view, result, time.perf_counter() - t0)
+    if cfg.out:
+        append_rows(cfg.out, attack_rows)
+    return _report(pd.DataFrame(clean.rows + attack_rows), cfg)
 
-    if isinstance(attack, ProtocolAttack):
-        # attacks with their own evaluation protocol (AdvHat: one photo per person vs a target)
-        defense = _defense_for(cfg, held_out, plan)
-        recognizer = load_recognizer(cfg.recognizer, device)
-        defended = defense.wrap(recognizer).to(device).eval()
-        emitted: List[dict] = []
 
-        def emit(new_rows: List[dict]) -> None:
-            if cfg.out:
-                append_rows(cfg.out, new_rows)
-            emitted.extend(new_rows)
+def run_protocol_attack(cfg: RunConfig, plan: Plan) -> pd.DataFrame:
+    """Attacks with their own evaluation protocol (AdvHat: one photo per person vs a
+    target) get the run's models and the row and output services."""
+    defense = _defense_for(cfg, plan.dataset.held_out_protocol(plan.protocol), plan)
+    recognizer = load_recognizer(cfg.recognizer, plan.device)
+    defended = defense.wrap(recognizer).to(plan.device).eval()
+    emitted: List[dict] = []
 
-        attack.run_protocol(cfg=cfg, recognizer=recognizer, defense=defense, defended=defended,
-                            device=device, make_rows=lambda n, protocol: _Rows(
-                                cfg, n, protocol, getattr(defense, "row_name", None)),
-                            emit=emit)
-        return _report(pd.DataFrame(emitted), cfg)
+    def emit(new_rows: List[dict]) -> None:
+        if cfg.out:
+            append_rows(cfg.out, new_rows)
+        emitted.extend(new_rows)
 
-    # --- data and models -------------------------------------------------------------------
+    plan.attack.run_protocol(
+        cfg=cfg, recognizer=recognizer, defense=defense, defended=defended,
+        device=plan.device, emit=emit,
+        make_rows=lambda n, protocol: _Rows(cfg, n, protocol, getattr(defense, "row_name", None)))
+    return _report(pd.DataFrame(emitted), cfg)
+
+
+def load_evaluation(cfg: RunConfig, plan: Plan) -> Evaluation:
+    """Pairs (checked against --pairs before any model loads), the defense, recognizer and
+    transfer source, and the aligned crops of every distinct image."""
+    from .data import pair_images
+    from .data.align import ResizeOnly, get_aligner
+
     pairs = plan.dataset.pairs(plan.protocol, data_home=cfg.data_home, pairs_file=cfg.pairs_file,
                                image_root=cfg.image_root, download=cfg.download)
     if cfg.pairs is not None:
@@ -342,102 +411,92 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
                                  f"{'/' + plan.protocol if plan.protocol else ''} has only "
                                  f"{len(pairs)} pairs")
         pairs = pairs.subset(cfg.pairs, cfg.seed)
-    _announce_work(cfg, len(pairs), len(pairs.unique_paths()), attack,
+    _announce_work(cfg, len(pairs), len(pairs.unique_paths()), plan.attack,
                    DEFENSES.get(cfg.defense))
-    defense = _defense_for(cfg, held_out, plan)
-    recognizer = load_recognizer(cfg.recognizer, device)
-    defended = defense.wrap(recognizer).to(device).eval()
+    defense = _defense_for(cfg, plan.dataset.held_out_protocol(plan.protocol), plan)
+    recognizer = load_recognizer(cfg.recognizer, plan.device)
+    defended = defense.wrap(recognizer).to(plan.device).eval()
     # the transfer source is built before any row is written: its errors lose nothing
-    src = _build_source(source, recognizer, cfg, device, plan) if source is not None else None
+    src = (_build_source(plan.source, recognizer, cfg, plan.device, plan)
+           if plan.source is not None else None)
     size = getattr(recognizer, "input_size", (150, 150))
     aligner = (get_aligner(getattr(recognizer, "alignment", "dlib-chip"), size)
                if plan.dataset.raw_frames else ResizeOnly(size))
     images, idx_a, idx_b = pair_images(pairs, aligner, progress=cfg.progress)
     protocol = plan.dataset.row_protocol(plan.protocol, cfg.pairs_file)
     rows = _Rows(cfg, len(pairs.same), protocol, getattr(defense, "row_name", None))
-    same = np.asarray(pairs.same, dtype=bool)
+    return Evaluation(pairs, images, idx_a, idx_b, np.asarray(pairs.same, dtype=bool), aligner,
+                      defense, recognizer, defended, src, rows)
 
-    # --- clean -----------------------------------------------------------------------------
+
+def clean_stage(cfg: RunConfig, ev: Evaluation) -> Clean:
+    """Clean metrics through the defended system, appended to the CSV before any attack."""
     t0 = time.perf_counter()
-    emb = embed_images(defended, images, cfg.batch_size, device, "clean", cfg.progress)
-    clean_scores = M.cosine_similarity(emb[idx_a], emb[idx_b]).numpy()
-    thr = M.best_threshold(clean_scores, same)
-    clean = verification_metrics(clean_scores, same, thr)
-    if len(np.unique(pairs.fold)) >= 2:
-        clean["accuracy_10fold"], clean["accuracy_10fold_std"] = M.lfw_10fold_accuracy(
-            clean_scores, same, pairs.fold)
-    clean_rows = rows.make(clean, time.perf_counter() - t0)
-    _warn_small_far(same)
+    emb = embed_images(ev.defended, ev.images, cfg.batch_size, resolve_device(cfg.device),
+                       "clean", cfg.progress)
+    scores = M.cosine_similarity(emb[ev.idx_a], emb[ev.idx_b]).numpy()
+    thr = M.best_threshold(scores, ev.same)
+    metrics = verification_metrics(scores, ev.same, thr)
+    if len(np.unique(ev.pairs.fold)) >= 2:
+        metrics["accuracy_10fold"], metrics["accuracy_10fold_std"] = M.lfw_10fold_accuracy(
+            scores, ev.same, ev.pairs.fold)
+    rows = ev.rows.make(metrics, time.perf_counter() - t0)
+    _warn_small_far(ev.same)
     if cfg.out:
-        append_rows(cfg.out, clean_rows)
-    if attack is None:
-        return _report(pd.DataFrame(clean_rows), cfg)
+        append_rows(cfg.out, rows)
+    return Clean(emb, scores, thr, rows)
 
-    # --- attack the probes -----------------------------------------------------------------
-    t0 = time.perf_counter()
-    attacked, dodge = attacked_mask(cfg.goal, torch.from_numpy(same))
-    attacked, dodge = attacked.numpy(), dodge.numpy()
-    if hasattr(attack, "data_home"):  # an attack that reads data itself gets the run's
-        attack.data_home = cfg.data_home
-    if hasattr(attack, "bind_defense"):  # an attack built on the evaluated defense (a*)
-        attack.bind_defense(defense)
-    craft_emb, craft_thr = emb, thr  # what the attacker compares against
-    if not attack.gradient_based:  # decision-based: queries the deployed recognizer∘defense
-        target, adaptive = defended, "query"
-    elif source is not None:  # transfer: crafted on another (defended) recognizer
-        target, adaptive, craft_emb, craft_thr = _source_view(
-            src, cfg, device, images, idx_a, idx_b, same)
-    elif cfg.adaptive:  # through the defense: plain gradients, BPDA and/or EOT as it needs
-        target, adaptive = adaptive_target(defense, recognizer, cfg.eot_samples)
-    else:  # grey-box: crafted on the bare recognizer (or a fixed surrogate built on it, as
-        # a* is), then the defense is applied. The attacker ignores the defense entirely, so
-        # it also compares against bare gallery embeddings and the bare clean threshold; the
-        # examples are then the same for every defense (and cached as such).
-        target, adaptive = recognizer, getattr(attack, "knowledge", None) or "none"
-        if cfg.defense != "none":
-            craft_emb = embed_images(recognizer, images, cfg.batch_size, device, "bare",
-                                     cfg.progress)
-            craft_thr = M.best_threshold(
-                M.cosine_similarity(craft_emb[idx_a], craft_emb[idx_b]).numpy(), same)
-    greybox = attack.gradient_based and source is None and not cfg.adaptive
-    row_attack = getattr(attack, "row_attack", cfg.attack)
+
+def _cached_examples(cfg: RunConfig, ev: Evaluation, attack, view: AttackerView, pick):
+    """(cache key, cached probes or None) for grey-box examples, which no defense changes."""
+    if not (view.greybox and cfg.adv_cache and attack.cacheable):
+        return None, None
+    key = adv_cache.cache_key(
+        recognizer=cfg.recognizer, pairs_name=ev.pairs.name, paths_a=list(ev.pairs.paths_a),
+        paths_b=list(ev.pairs.paths_b), aligner_key=ev.aligner.key, attack=attack,
+        goal=cfg.goal, seed=cfg.seed, selected=pick, images_digest=images_digest(ev.images),
+        recognizer_module=ev.recognizer)
+    images = ev.images
+    cached = adv_cache.load(key, (len(pick), images.shape[3], *images.shape[1:3]))
+    if cached is not None and cfg.progress:
+        print(f"reusing cached grey-box {cfg.attack} examples ({len(pick)} probes)")
+    return key, cached
+
+
+def craft_stage(cfg: RunConfig, plan: Plan, ev: Evaluation, clean: Clean, view: AttackerView,
+                attacked: np.ndarray, dodge: np.ndarray) -> Attacked:
+    """Craft (or load) the attacked probes batch by batch and score them through the
+    defended system against the clean gallery."""
+    attack, device = plan.attack, plan.device
     pick = np.flatnonzero(attacked)
-    adv_scores = clean_scores.copy()
+    scores = clean.scores.copy()
     linf, rel, l2 = [], [], []
-    key = cached = None
     attack.reset_records()
-    if greybox and cfg.adv_cache and attack.cacheable:
-        # grey-box examples don't depend on the defense
-        key = adv_cache.cache_key(
-            recognizer=cfg.recognizer, pairs_name=pairs.name, paths_a=list(pairs.paths_a),
-            paths_b=list(pairs.paths_b), aligner_key=aligner.key, attack=attack,
-            goal=cfg.goal, seed=cfg.seed, selected=pick, images_digest=images_digest(images),
-            recognizer_module=recognizer)
-        cached = adv_cache.load(key, (len(pick), images.shape[3], *images.shape[1:3]))
-        if cached is not None and cfg.progress:
-            print(f"reusing cached grey-box {cfg.attack} examples ({len(pick)} probes)")
+    key, cached = _cached_examples(cfg, ev, attack, view, pick)
     crafted = []
     torch.manual_seed(cfg.seed)  # same random starts whatever the defense drew before
-    bar, hook = _attack_progress(cfg, attack, defense, target, len(pick), cached is not None)
+    bar, hook = _attack_progress(cfg, attack, ev.defense, view.target, len(pick),
+                                 cached is not None)
     for start in range(0, len(pick), cfg.batch_size):
         sel = pick[start:start + cfg.batch_size]
-        probe = to_float(images[idx_a[sel]], device)
-        gallery = emb[idx_b[sel]].to(device)
+        probe = to_float(ev.images[ev.idx_a[sel]], device)
         if cached is not None:
             adv = torch.from_numpy(cached[start:start + len(sel)]).to(device)
         else:
-            extra = ({"gallery": to_float(images[idx_b[sel]], device)}
+            extra = ({"gallery": to_float(ev.images[ev.idx_b[sel]], device)}
                      if attack.needs_gallery_image else {})
             with torch.enable_grad():
-                adv = attack.perturb(target, probe, craft_emb[idx_b[sel]].to(device),
-                                     torch.from_numpy(dodge[sel]).to(device), craft_thr, **extra)
+                adv = attack.perturb(view.target, probe,
+                                     view.gallery_emb[ev.idx_b[sel]].to(device),
+                                     torch.from_numpy(dodge[sel]).to(device), view.threshold,
+                                     **extra)
             if key is not None:
                 crafted.append(adv.detach().cpu().numpy())
         with torch.no_grad():
-            adv_emb = defended(adv).float()
+            adv_emb = ev.defended(adv).float()
         if not torch.isfinite(adv).all() or not torch.isfinite(adv_emb).all():
             raise FacebenchError(f"attack {cfg.attack!r} produced NaN/inf images or embeddings")
-        adv_scores[sel] = M.cosine_similarity(adv_emb.cpu(), gallery.cpu()).numpy()
+        scores[sel] = M.cosine_similarity(adv_emb.cpu(), clean.emb[ev.idx_b[sel]]).numpy()
         l_inf, l_rel = M.perturbation_sizes(probe.cpu(), adv.detach().cpu())
         linf.append(np.asarray(l_inf))
         rel.append(np.asarray(l_rel))
@@ -450,19 +509,25 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
     bar.close()
     if crafted:
         adv_cache.save(key, np.concatenate(crafted))
-    adv = verification_metrics(adv_scores, same, thr)
-    adv["asr"] = M.attack_success_rate(clean_scores, adv_scores, same, thr, attacked)
-    adv["mean_linf"] = float(np.concatenate(linf).mean()) if linf else math.nan
-    adv["mean_rel_l2"] = float(np.concatenate(rel).mean()) if rel else math.nan
-    flipped = np.where(dodge[pick], adv_scores[pick] < thr, adv_scores[pick] >= thr)
-    adv.update(attack.extra_metrics(success=flipped,
-                                    l2=np.concatenate(l2) if l2 else np.zeros(0)))
-    attack_rows = rows.make(adv, time.perf_counter() - t0, attack=row_attack,
-                            threat_model=threat.norm, budget=threat.eps, goal=cfg.goal,
-                            adaptive=adaptive)
-    if cfg.out:
-        append_rows(cfg.out, attack_rows)
-    return _report(pd.DataFrame(clean_rows + attack_rows), cfg)
+    cat = (lambda parts: np.concatenate(parts) if parts else np.zeros(0))
+    return Attacked(scores, attacked, dodge, cat(linf), cat(rel), cat(l2))
+
+
+def attacked_rows(cfg: RunConfig, plan: Plan, ev: Evaluation, clean: Clean, view: AttackerView,
+                  res: Attacked, wall_s: float) -> List[dict]:
+    """The attacked rows: verification metrics at the clean threshold, ASR, realised
+    perturbation sizes and the attack's own metrics."""
+    attack, thr = plan.attack, clean.thr
+    metrics = verification_metrics(res.scores, ev.same, thr)
+    metrics["asr"] = M.attack_success_rate(clean.scores, res.scores, ev.same, thr, res.attacked)
+    metrics["mean_linf"] = float(res.linf.mean()) if res.linf.size else math.nan
+    metrics["mean_rel_l2"] = float(res.rel.mean()) if res.rel.size else math.nan
+    pick = np.flatnonzero(res.attacked)
+    flipped = np.where(res.dodge[pick], res.scores[pick] < thr, res.scores[pick] >= thr)
+    metrics.update(attack.extra_metrics(success=flipped, l2=res.l2))
+    return ev.rows.make(metrics, wall_s, attack=getattr(attack, "row_attack", cfg.attack),
+                        threat_model=plan.threat.norm, budget=plan.threat.eps, goal=cfg.goal,
+                        adaptive=view.label)
 
 
 def _attack_progress(cfg: RunConfig, attack, defense, target, n_probes: int, cached: bool):
@@ -512,22 +577,6 @@ def _build_source(source, recognizer, cfg: RunConfig, device, plan: Plan):
         raise FacebenchError(f"source {name!r} takes another input size than {cfg.recognizer!r}; "
                              "transfer between geometries is not supported yet")
     return src, src_defense
-
-
-def _source_view(built, cfg: RunConfig, device, images, idx_a, idx_b, same):
-    """Transfer attacker's view: the source model, its gallery embeddings and threshold.
-
-    The attacker has no access to the target, so it compares against embeddings (and a clean
-    threshold) of its own source model, differentiating through a source defense with plain
-    gradients or BPDA/EOT as that defense needs.
-    """
-    src, src_defense = built
-    target, _ = adaptive_target(src_defense, src, cfg.eot_samples)
-    src_clean = src_defense.wrap(src).to(device).eval()
-    src_emb = embed_images(src_clean, images, cfg.batch_size, device, "source", cfg.progress)
-    scores = M.cosine_similarity(src_emb[idx_a], src_emb[idx_b]).numpy()
-    thr = M.best_threshold(scores, same)
-    return target, f"transfer:{cfg.source}", src_emb, thr
 
 
 def _report(df: pd.DataFrame, cfg: RunConfig) -> pd.DataFrame:

@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import functools
 import hashlib
 import importlib
 import inspect
 import math
-import os
 import random
 import sys
 import time
@@ -39,6 +37,7 @@ from torch import nn
 
 from facebench.attack import Attack
 from facebench.errors import FacebenchError
+from facebench.fingerprint import source_hash
 from facebench.registry import ATTACKS
 
 #: library prefix -> (module to import, pip install line, backend module in this package)
@@ -517,15 +516,8 @@ class LibraryAttack(Attack):
                 f"wrapper={_source_hash(__name__, type(self).__module__)})")
 
 
-@functools.lru_cache(maxsize=None)
 def _source_hash(*modules: str) -> str:
-    h = hashlib.sha256()
-    for name in modules:
-        try:
-            h.update(inspect.getsource(sys.modules[name]).encode())
-        except (OSError, TypeError, KeyError):  # no source: a token that never matches again
-            return os.urandom(4).hex()
-    return h.hexdigest()[:8]
+    return source_hash(*modules)[:8]
 
 
 class _EpsUnits:

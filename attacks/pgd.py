@@ -5,6 +5,8 @@ from facebench.attack import Attack
 from facebench.errors import FacebenchError
 from facebench.registry import register_attack
 
+from ._iterative import ascend, step_length
+
 
 @register_attack("pgd")
 class PGD(Attack):
@@ -27,10 +29,5 @@ class PGD(Attack):
     def perturb(self, model, probe, gallery_emb, dodge, thr):
         x, g, d = self._inputs(probe, gallery_emb, dodge)
         size = 2.5 * self.threat.eps / self.steps if self.step_size is None else self.step_size
-        alpha = self.threat.radius(x, eps=size).reshape(-1, *([1] * (x.dim() - 1)))
-        project = self.threat.projector(x)
-        x_adv = self.threat.random_start(x) if self.random_start else x.clone()
-        for _ in range(self.steps):
-            _, grad = self._gain_and_grad(model, x_adv, g, d)
-            x_adv = project(x_adv + alpha * self.threat.normalize_step(grad))
-        return x_adv.detach()
+        start = self.threat.random_start(x) if self.random_start else x
+        return ascend(self, model, x, start, g, d, self.steps, step_length(self.threat, x, size))

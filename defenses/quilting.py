@@ -10,7 +10,6 @@ and nearest-neighbour search has no gradient (BPDA).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -19,6 +18,7 @@ import torch
 
 from facebench.defense import Defense
 from facebench.errors import FacebenchError
+from facebench.fileio import save_torch_atomic
 from facebench.registry import register_defense
 
 from ._util import check_images, defaults_of, int_param, make_generator, seed_param
@@ -168,10 +168,7 @@ class Quilting(Defense):
         chosen = sorted(rng.choice(len(paths), min(self.n_images, len(paths)), replace=False))
         imgs = np.stack([aligner(load_image(home / paths[i])) for i in chosen])
         bank = build_patch_bank(imgs, patch, self.n_patches, self.bank_seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(bank, tmp)
-        os.replace(tmp, path)
+        save_torch_atomic(bank, path)  # readers never see a half-written bank
         return _as_bank(bank, "bank")
 
     def bank(self, h: int, w: int) -> torch.Tensor:

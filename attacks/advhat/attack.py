@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from facebench.errors import FacebenchError
+from facebench.fingerprint import source_hash
 from facebench.protocol_attack import ProtocolAttack, ProtocolContext
 from facebench.registry import register_attack
 
@@ -240,14 +240,11 @@ class AdvHat(ProtocolAttack):
 
     def _cache_key(self, cfg, aligner_key, target_paths, train_paths) -> str:
         """The trained sticker's name: what it was trained on and the code that trained it."""
-        h = hashlib.sha256()
-        for mod in (AdvHat, S):
-            h.update(inspect.getsource(mod).encode())
         payload = json.dumps({
             "kind": "advhat-sticker", "recognizer": cfg.recognizer, "protocol": cfg.protocol,
             "aligner": aligner_key, "seed": cfg.seed,
             "params": {k: v for k, v in self.params.items() if k not in EVAL_ONLY},
             "target": hashlib.sha256("\n".join(target_paths).encode()).hexdigest(),
             "train": hashlib.sha256("\n".join(train_paths).encode()).hexdigest(),
-            "source": h.hexdigest()}, sort_keys=True)
+            "source": source_hash(AdvHat, S)}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:24]

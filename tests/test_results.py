@@ -265,11 +265,53 @@ def _bits_stop_writes(folder) -> bool:
     return False
 
 
+_UNPRIVILEGED_CHECK = """
+import os, sys
+from pathlib import Path
+import pytest
+from facebench import results
+from facebench.errors import FacebenchError
+folder, case = Path(sys.argv[1]), sys.argv[2]
+if case == "file":
+    with pytest.raises(FacebenchError, match="cannot write to"):
+        results.check_writable(folder / "runs.csv")
+else:
+    with pytest.raises(FacebenchError, match="not writable"):
+        results.check_writable(folder / "other.csv")
+print("ok")
+"""
+
+
+def _run_without_root_override(folder):
+    """Root ignores permission bits; without CAP_DAC_OVERRIDE (setpriv) it obeys them."""
+    import shutil
+    import sys
+
+    setpriv = shutil.which("setpriv")
+    assert setpriv, "root and no setpriv: cannot check read-only folders here"
+    (folder / "runs.csv").write_text(HEADER + "\n")
+    os.chmod(folder / "runs.csv", 0o444)
+
+    def unprivileged(case):
+        proc = subprocess.run([setpriv, "--inh-caps=-all", "--bounding-set=-all",
+                               sys.executable, "-c", _UNPRIVILEGED_CHECK, str(folder), case],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+    unprivileged("file")
+    os.chmod(folder, 0o555)
+    try:
+        unprivileged("folder")
+    finally:
+        os.chmod(folder, 0o755)
+
+
 def test_check_writable_refuses_read_only_folder_and_file(tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()
     if not _bits_stop_writes(folder):
-        pytest.skip("permission bits do not stop this user (root); see the /proc cases")
+        _run_without_root_override(folder)  # root: the same checks with capabilities dropped
+        return
     (folder / "runs.csv").write_text(HEADER + "\n")
     os.chmod(folder / "runs.csv", 0o444)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from facebench.attack import Attack
+from facebench.params import Param, ParamSpec
 from facebench.registry import register_attack
 
 
@@ -18,14 +19,12 @@ class CW(Attack):
     """
 
     table_order = 4.0  # column/row position in the SIDE paper's Table 1
-    defaults = {"c": 10.0, "kappa": 0.0, "steps": 100, "search_steps": 5, "lr": 0.01}
-
-    def validate(self) -> None:
-        self._positive("c")
-        self._non_negative("kappa")
-        self._int_at_least("steps", 1)
-        self._int_at_least("search_steps", 1)
-        self._positive("lr")
+    spec = ParamSpec(
+        Param("c", 10.0, float, low=0, low_open=True, doc="initial margin weight"),
+        Param("kappa", 0.0, float, low=0, doc="confidence past the threshold"),
+        Param("steps", 100, int, low=1, doc="Adam steps per search"),
+        Param("search_steps", 5, int, low=1, doc="binary-search rounds on c"),
+        Param("lr", 0.01, float, low=0, low_open=True, doc="Adam learning rate"))
 
     def perturb(self, model, probe, gallery_emb, dodge, thr):
         x, g, d = self._inputs(probe, gallery_emb, dodge)

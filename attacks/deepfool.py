@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from facebench.attack import Attack
+from facebench.params import Param, ParamSpec
 from facebench.registry import register_attack
 
 
@@ -18,11 +19,9 @@ class DeepFool(Attack):
     """
 
     table_order = 2.0  # column/row position in the SIDE paper's Table 1
-    defaults = {"steps": 50, "overshoot": 0.02}
-
-    def validate(self) -> None:
-        self._int_at_least("steps", 1)
-        self._non_negative("overshoot")
+    spec = ParamSpec(
+        Param("steps", 50, int, low=1, doc="linearised steps at most"),
+        Param("overshoot", 0.02, float, low=0, doc="steps are scaled by 1+overshoot"))
 
     def perturb(self, model, probe, gallery_emb, dodge, thr):
         x, g, d = self._inputs(probe, gallery_emb, dodge)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from facebench.attack import Attack
+from facebench.params import ParamSpec
 from facebench.registry import register_attack
 
 
@@ -13,7 +14,7 @@ class FGSM(Attack):
     """
 
     table_order = 1.0  # column/row position in the SIDE paper's Table 1
-    defaults = {}
+    spec = ParamSpec()  # one step to the edge of the ball: nothing to tune
 
     def perturb(self, model, probe, gallery_emb, dodge, thr):
         x, g, d = self._inputs(probe, gallery_emb, dodge)

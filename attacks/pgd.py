@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from facebench.attack import Attack
-from facebench.errors import FacebenchError
+from facebench.params import Param, ParamSpec
 from facebench.registry import register_attack
 
 from ._iterative import ascend, step_length
@@ -17,14 +17,9 @@ class PGD(Attack):
     """
 
     table_order = 3.0  # column/row position in the SIDE paper's Table 1
-    defaults = {"steps": 40, "step_size": None, "random_start": True}
-
-    def validate(self) -> None:
-        self._int_at_least("steps", 1)
-        if self.step_size is not None:
-            self._positive("step_size")
-        if not isinstance(self.random_start, bool):
-            raise FacebenchError(f"pgd random_start must be true or false, got {self.random_start!r}")
+    spec = ParamSpec(Param("steps", 40, int, low=1),
+                     Param("step_size", None, float, low=0, low_open=True),
+                     Param("random_start", True, bool))
 
     def perturb(self, model, probe, gallery_emb, dodge, thr):
         x, g, d = self._inputs(probe, gallery_emb, dodge)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .errors import FacebenchError
+from .params import Parameterized
 from .threat import ThreatModel
 
 GOALS = ("dodging", "impersonation", "pair")
@@ -59,12 +60,15 @@ def success(emb: torch.Tensor, gallery_emb: torch.Tensor, dodge: torch.Tensor,
     return torch.where(dodge, cos < thr, cos >= thr)
 
 
-class Attack:
+class Attack(Parameterized):
     """A budgeted attack on a verification system; subclasses implement :meth:`perturb`.
 
-    Parameters are declared in the class dict ``defaults``; unknown names and bad values
-    raise :class:`FacebenchError`, so a typo on the command line fails with one line.
+    Parameters are declared as a class-level ``spec`` (:class:`facebench.params.ParamSpec`)
+    or, in older plugins, a ``defaults`` dict checked by :meth:`validate`; unknown names and
+    bad values raise :class:`FacebenchError`, so a typo on the command line fails with one line.
     """
+
+    plugin_kind = "attack"
 
     #: whether the attack needs gradients of the model. A decision-based (black-box) attack
     #: sets False: the runner then hands it the deployed recognizer∘defense to query.
@@ -75,19 +79,11 @@ class Attack:
     #: whether :meth:`perturb` wants the clean gallery images too (keyword ``gallery``),
     #: e.g. to start an impersonation from the other identity's face
     needs_gallery_image: bool = False
-    #: parameter name -> default value
-    defaults: Dict[str, Any] = {}
-
     def __init__(self, threat: ThreatModel, **params):
         if not isinstance(threat, ThreatModel):
             raise FacebenchError(f"attack {self.name} needs a ThreatModel, got {type(threat).__name__}")
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            known = ", ".join(self.defaults) or "none"
-            raise FacebenchError(
-                f"unknown parameter {unknown[0]!r} for attack {self.name}; accepted: {known}")
         self.threat = threat
-        self.params = {**self.defaults, **params}
+        self.params: Dict[str, Any] = self.param_spec().validate(params)
         for key, value in self.params.items():
             setattr(self, key, value)
         self.validate()
@@ -104,7 +100,7 @@ class Attack:
         return getattr(type(self), "registry_name", type(self).__name__.lower())
 
     def validate(self) -> None:
-        """Check ``self.params``; subclasses call the helpers below."""
+        """Checks beyond the spec's (or all of them, for a plugin with only ``defaults``)."""
 
     # -- per-sample records, turned into extra metric rows after a run ---------------
     def reset_records(self) -> None:

@@ -14,32 +14,67 @@ from .errors import FacebenchError
 
 
 def _parse_value(text: str):
-    """Attack/defense/training values: int, float, bool, a comma-separated list of numbers
-    (e.g. ``lambdas=8,1,0.0004``) or string."""
-    low = text.lower()
-    if "," in text:
-        try:
-            return [float(part) for part in text.split(",")]
-        except ValueError:
-            return text
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
+    """A value whose plugin declares nothing about it (see :func:`facebench.params.guess`)."""
+    from .params import guess
+
+    return guess(text)
 
 
-def _params(pairs: List[str], flag: str) -> Dict[str, object]:
-    out = {}
-    for item in pairs or []:
-        if "=" not in item:
-            raise FacebenchError(f"{flag} expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        out[key.strip().replace("-", "_")] = _parse_value(value.strip())
-    return out
+def _params(pairs: List[str], flag: str, spec=None) -> Dict[str, object]:
+    """``KEY=VALUE`` options; ``spec`` (the target plugin's) coerces the keys it knows."""
+    from .params import parse_pairs
+
+    return parse_pairs(pairs, flag, spec)
+
+
+def _spec(kind: str, name: str):
+    """The parameter spec of registered ``name``, or None (unknown names fail in the run,
+    with the run's message)."""
+    from . import registry
+    from .params import spec_of
+
+    if not name or name == "none":
+        return None
+    reg = {"attack": registry.ATTACKS, "defense": registry.DEFENSES}[kind]
+    try:
+        return spec_of(reg.get(name), f"{kind} {name}")
+    except FacebenchError:
+        return None
+
+
+#: RunConfig fields that are the negation of a ``--no-...``/``--quiet`` flag
+_NEGATED = {"download": "no_download", "progress": "quiet", "adv_cache": "no_adv_cache",
+            "auto_train": "no_auto_train"}
+
+
+def run_config(args):
+    """The :class:`RunConfig` of parsed ``run`` arguments, field by field name."""
+    from dataclasses import fields
+
+    from .paths import default_runs_csv
+    from .runner import RunConfig
+
+    params = _params(args.attack_param, "--attack-param",
+                     _spec("attack", args.attack) if args.attack_param else None)
+    if args.steps is not None:
+        params["steps"] = args.steps
+    if args.step_size is not None:
+        params["step_size"] = args.step_size  # eps units: attacks divide linf by 255 themselves
+    derived = {
+        "out": str(default_runs_csv()) if args.out is None else (args.out or None),
+        "attack_params": params,
+        "defense_params": _params(args.defense_param, "--defense-param",
+                                  _spec("defense", args.defense) if args.defense_param else None),
+    }
+    values = {}
+    for f in fields(RunConfig):
+        if f.name in derived:
+            values[f.name] = derived[f.name]
+        elif f.name in _NEGATED:
+            values[f.name] = not getattr(args, _NEGATED[f.name])
+        else:
+            values[f.name] = getattr(args, f.name)
+    return RunConfig(**values)
 
 
 def _add_run(sub) -> None:
@@ -105,38 +140,27 @@ def _add_run(sub) -> None:
 
 
 def cmd_run(args) -> int:
-    from .paths import default_runs_csv
-    from .runner import RunConfig, run
+    from .runner import run
     from .report import summary_table
 
-    out = str(default_runs_csv()) if args.out is None else (args.out or None)
-    params = _params(args.attack_param, "--attack-param")
-    if args.steps is not None:
-        params["steps"] = args.steps
-    if args.step_size is not None:
-        params["step_size"] = args.step_size  # eps units: attacks divide linf by 255 themselves
-    cfg = RunConfig(
-        recognizer=args.recognizer, dataset=args.dataset, protocol=args.protocol,
-        pairs=args.pairs, defense=args.defense, attack=args.attack, norm=args.norm,
-        eps=args.eps, goal=args.goal, adaptive=args.adaptive, eot_samples=args.eot_samples,
-        source=args.source, minimal_eps=args.minimal_eps,
-        minimal_eps_steps=args.minimal_eps_steps, attack_params=params,
-        defense_params=_params(args.defense_param, "--defense-param"), seed=args.seed,
-        batch_size=args.batch_size, device=args.device, out=out,
-        data_home=args.data_home, pairs_file=args.pairs_file, image_root=args.image_root,
-        download=not args.no_download, progress=not args.quiet,
-        adv_cache=not args.no_adv_cache, auto_train=not args.no_auto_train)
+    cfg = run_config(args)
     df = run(cfg)
     print(summary_table(df))
-    if out:
-        print(f"\n{len(df)} rows appended to {out}")
+    if cfg.out:
+        print(f"\n{len(df)} rows appended to {cfg.out}")
     return 0
 
 
 def _list_entries(reg) -> list:
-    """(name, description, parameters) of a registry's entries, then of its name families."""
-    entries = [(n, o.registry_description, getattr(o, "defaults", None)) for n, o in reg.items()]
-    return entries + [(f"{p}:<Name>", d, reg.prefix_defaults(p)) for p, d in reg.prefixes()]
+    """(name, description, parameters text) of a registry's entries, then of its families."""
+    from .params import ParamSpec, spec_of
+
+    def text(spec) -> str:
+        return spec.describe() if spec else ""
+
+    entries = [(n, o.registry_description, text(spec_of(o))) for n, o in reg.items()]
+    return entries + [(f"{p}:<Name>", d, text(ParamSpec.from_defaults(reg.prefix_defaults(p))))
+                      for p, d in reg.prefixes()]
 
 
 def cmd_list(args) -> int:
@@ -148,8 +172,7 @@ def cmd_list(args) -> int:
         entries = _list_entries(reg)
         width = max((len(n) for n, _, _ in entries), default=0)
         for name, description, params in entries:
-            extra = (" [" + ", ".join(f"{k}={v}" for k, v in params.items()) + "]"
-                     if params else "")
+            extra = f" [{params}]" if params else ""
             print(f"  {name:<{width}}  {description}{extra}")
     print("metrics (as tables show them; undeclared ones as numbers):")
     metrics = METRICS.items()
@@ -179,14 +202,33 @@ def cmd_table(args) -> int:
     return 0
 
 
+def _training_spec(defense: str, preset: str):
+    """A loose spec of a trainable defense's preset settings and fit options, so ``k=20``
+    arrives as an int; None where the defense or preset is unknown (train says so)."""
+    from .params import ParamSpec
+    from .training import trainable
+
+    try:
+        cls = trainable(defense)
+    except FacebenchError:
+        return None
+    settings = (getattr(cls, "presets", None) or {}).get(preset)
+    if settings is None:
+        return None
+    extra = getattr(cls.trainer_class, "fit_options", None) or {}
+    return ParamSpec.from_defaults({**settings, **extra}, f"training of {defense}")
+
+
 def cmd_train(args) -> int:
     from .training import train
 
+    options = _params(args.option, "--option",
+                      _training_spec(args.defense, args.preset) if args.option else None)
     out = train(args.defense, preset=args.preset, data_home=args.data_home,
                 protocol=args.protocol, out_dir=args.out_dir, seed=args.seed,
                 progress=not args.quiet, max_steps=args.max_steps, recognizer=args.recognizer,
                 device=args.device, resume=not args.restart, download=not args.no_download,
-                **_params(args.option, "--option"))
+                **options)
     print(f"trained {args.defense} ({args.preset}); model, checkpoint and manifest in {out}")
     return 0
 

@@ -10,12 +10,31 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .params import Parameterized
 
-class Defense(nn.Module):
+
+class Defense(Parameterized, nn.Module):
+    """A defense; parameters as for attacks: a class-level ``spec`` or a ``defaults`` dict.
+
+    A plugin with a spec passes its keyword arguments to ``super().__init__(**params)``,
+    which checks them against the spec and sets them as attributes.
+    """
+
+    plugin_kind = "defense"
     #: False for recognizer transforms (adversarial training, ensembles): no image to BPDA
     purifier: bool = True
     differentiable: bool = True
     randomized: bool = False
+
+    def __init__(self, **params):
+        nn.Module.__init__(self)
+        if params:
+            for key, value in self.param_spec().validate(params).items():
+                setattr(self, key, value)
+
+    @classmethod
+    def param_owner(cls) -> str:
+        return f"defense {getattr(cls, 'registry_name', cls.__name__.lower())!r}"
 
     @classmethod
     def trained_protocol(cls, params) -> str | None:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from . import adv_cache
 from . import metrics as M
-from .attack import attacked_mask
+from .attack import GOALS, attacked_mask
 from .dataset import Dataset, load_dataset
 from .embed import embed_images, to_float
 from .errors import FacebenchError
@@ -38,7 +38,6 @@ from .results import append_rows, check_writable, git_sha
 from .threat import DEFAULT_EPS, ThreatModel
 from .trainable import NoModelError, is_trainable
 
-GOALS = ("dodging", "impersonation", "pair")
 
 
 @dataclass
@@ -73,16 +72,8 @@ class RunConfig:
 
 
 def build_attack(name: str, threat: ThreatModel, params: Dict[str, Any]):
-    """Instantiate a registered attack, rejecting parameters it does not take."""
-    cls = ATTACKS.get(name)
-    accepted = inspect.signature(cls.__init__).parameters
-    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
-    unknown = [k for k in params if k not in accepted and not takes_kwargs]
-    if unknown:
-        allowed = [k for k in accepted if k not in ("self", "threat")]
-        raise FacebenchError(
-            f"attack {name!r} has no parameter {unknown[0]!r}; it takes: {', '.join(allowed)}")
-    return cls(threat, **params)
+    """Instantiate a registered attack; the attack's spec rejects what it does not take."""
+    return ATTACKS.get(name)(threat, **params)
 
 
 def build_defense(name: str, params: Dict[str, Any], data_home=None, protocol=None,
@@ -94,6 +85,17 @@ def build_defense(name: str, params: Dict[str, Any], data_home=None, protocol=No
     """
     cls = DEFENSES.get(name)
     accepted = inspect.signature(cls.__init__).parameters
+    # a key the defense does not take fails with its spec's line (did you mean ...) before
+    # the run's keywords are added; a defense with only ``defaults`` may also take its
+    # constructor's other keywords
+    spec = cls.param_spec() if hasattr(cls, "param_spec") else None
+    if spec is not None:
+        declared = getattr(cls, "spec", None) is not None
+        known = set(spec.names()) | (set() if declared else set(accepted) - {"self"})
+        takes_any = not declared and any(p.kind is p.VAR_KEYWORD for p in accepted.values())
+        unknown = [k for k in params if k not in known]
+        if unknown and not takes_any:
+            raise spec.unknown(unknown[0])
     params = dict(params)
     if "data_home" in accepted:
         params.setdefault("data_home", data_home)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import torch
 
 from facebench.defense import Defense
+from facebench.params import Param, ParamSpec
 from facebench.registry import register_defense
 
-from ._util import check_images, defaults_of, int_param
+from ._util import check_images
 
 
 @register_defense("bit-depth")
@@ -21,13 +22,12 @@ class BitDepth(Defense):
     differentiable = False
     randomized = False
 
-    def __init__(self, bits: int = 5):
-        super().__init__()
-        # 5 bits is Xu et al.'s setting for colour images (CIFAR-10, ImageNet), where it barely
-        # changed clean accuracy; its 32 levels are ~8/255 apart.
-        self.bits = int_param("bit-depth", "bits", bits, 1, 8)
+    # 5 bits is Xu et al.'s setting for colour images (CIFAR-10, ImageNet), where it barely
+    # changed clean accuracy; its 32 levels are ~8/255 apart.
+    spec = ParamSpec(Param("bits", 5, int, low=1, high=8, doc="bits per colour channel"))
 
-    defaults = defaults_of(__init__)
+    def __init__(self, bits: int = 5):
+        super().__init__(bits=bits)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,9 +13,10 @@ import torch
 from PIL import Image
 
 from facebench.defense import Defense
+from facebench.params import Param, ParamSpec
 from facebench.registry import register_defense
 
-from ._util import check_images, defaults_of, from_hwc, int_param, to_uint8_hwc
+from ._util import check_images, from_hwc, to_uint8_hwc
 
 
 def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
@@ -35,12 +36,11 @@ class JPEG(Defense):
     differentiable = False
     randomized = False
 
-    def __init__(self, quality: int = 75):
-        super().__init__()
-        # 75 is PIL's and libjpeg's default, and the setting Guo et al. (2018) report.
-        self.quality = int_param("jpeg", "quality", quality, 1, 100)
+    # 75 is PIL's and libjpeg's default, and the setting Guo et al. (2018) report.
+    spec = ParamSpec(Param("quality", 75, int, low=1, high=100, doc="JPEG quality"))
 
-    defaults = defaults_of(__init__)
+    def __init__(self, quality: int = 75):
+        super().__init__(quality=quality)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from facebench.defense import Defense
+from facebench.params import Param, ParamSpec
 from facebench.registry import register_defense
 
-from ._util import check_images, defaults_of, int_param
+from ._util import check_images
 
 
 @register_defense("median")
@@ -25,12 +26,11 @@ class Median(Defense):
     differentiable = True
     randomized = False
 
-    def __init__(self, size: int = 3):
-        super().__init__()
-        # 3×3 is the smallest centred window; Xu et al. evaluated 2×2 and 3×3 windows.
-        self.size = int_param("median", "size", size, 1, 15)
+    # 3×3 is the smallest centred window; Xu et al. evaluated 2×2 and 3×3 windows.
+    spec = ParamSpec(Param("size", 3, int, low=1, high=15, doc="window side in pixels"))
 
-    defaults = defaults_of(__init__)
+    def __init__(self, size: int = 3):
+        super().__init__(size=size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_images("median", x)

@@ -151,10 +151,12 @@ def test_adv_key_code_version_covers_attack_inner_and_recognizer(tmp_path, monke
 
 
 def test_code_version_follows_helpers_the_attack_module_imports():
-    # bim.py runs _iterative.ascend: an edit there must change bim's cached examples too
+    # bim.py runs _iterative.ascend: an edit there must change bim's cached examples too;
+    # facebench.params (the Attack base's parameter mixin) checks the values it runs with
     bim = facebench.load_attack("bim", norm="linf", eps=0.03)
     assert fingerprint.defining_modules(bim) == [
-        "facebench.attack", "facebench.attacks._iterative", "facebench.attacks.bim"]
+        "facebench.attack", "facebench.attacks._iterative", "facebench.attacks.bim",
+        "facebench.params"]
     assert fingerprint.defining_modules(None, "not a module", 3) == []
 
 

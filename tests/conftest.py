@@ -49,10 +49,9 @@ _LFW_TESTS: set[str] = set()
 
 def need_data(what: str, hint: str) -> None:
     """Skip (a developer machine) or fail (CI) a test whose data is absent, in one line."""
-    message = f"{what} not found; {hint}"
     if IN_CI:
-        pytest.fail(f"CI needs {message}", pytrace=False)
-    pytest.skip(message)
+        pytest.fail(f"CI needs {what}, which is not here; {hint}", pytrace=False)
+    pytest.skip(f"{what} not found; {hint}")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ COS_TOL of the threshold, where float rounding may decide. The attacked cosines 
 COS_TOL as well (tight enough that one step fewer or another step size fails). With no
 such borderline pair the ASRs are then equal, well within 2 points.
 """
-import os
 
 import numpy as np
 import pytest
@@ -18,8 +17,8 @@ import torch
 import facebench
 from facebench import metrics as M
 from facebench.attack import success
-from facebench.attacks.library import LIBRARIES
 from facebench.registry import ATTACKS
+from test_library_backends import PGD, need
 
 pytestmark = pytest.mark.lfw
 
@@ -28,23 +27,7 @@ PARAMS = {"steps": STEPS, "step_size": 2.5 * EPS / STEPS, "random_start": False}
 #: measured: 0 to 5e-5 between the four implementations; one step fewer, or a step size of
 #: 0.15 instead of 0.25, moves some cosine by 1e-3 to 2e-3, so 2e-4 tells them apart
 COS_TOL = 2e-4
-PGD = {"art": "art:ProjectedGradientDescent", "foolbox": "foolbox:LinfPGD",
-       "torchattacks": "torchattacks:PGD"}
 PREFIXES = [p for p, _ in ATTACKS.prefixes()]
-#: backends the README's CI install puts in place: missing there is a failure, not a skip
-CI_BACKENDS = ("art", "foolbox", "torchattacks")
-
-
-def need(prefix):
-    """Skip, saying so, when an optional backend is missing; fail under CI=true."""
-    module, pip, _ = LIBRARIES[prefix]
-    try:
-        __import__(module)
-    except ImportError as exc:
-        if os.environ.get("CI", "").lower() == "true" and prefix in CI_BACKENDS:
-            pytest.fail(f"CI=true but the {prefix}: backend is missing ({exc}); {pip}",
-                        pytrace=False)
-        pytest.skip(f"optional backend {prefix}: not installed ({pip})")
 
 
 _CACHE = {}

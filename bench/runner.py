@@ -156,10 +156,9 @@ def resolve_protocol(dataset: Dataset, cfg: "RunConfig") -> Optional[str]:
     protocol = dataset.check_protocol(cfg.protocol)
     if cfg.protocol is None and trained is not None and trained in dataset.protocols \
             and trained != protocol:
-        protocol = trained
-        if cfg.progress:
-            print(f"protocol {trained}: the {cfg.defense} model was trained without its "
-                  f"people (--protocol to choose another)", file=sys.stderr)
+        protocol = trained  # said even with --quiet: it changes what the run measures
+        print(f"protocol {trained}: the {cfg.defense} model was trained without its "
+              f"people (--protocol to choose another)", file=sys.stderr)
     check_training_protocol(cls, dataset, protocol, trained)
     return protocol
 

@@ -19,9 +19,12 @@ from .errors import FacebenchError
 class Registry:
     """A named collection of classes (or factories) with one-line descriptions."""
 
-    def __init__(self, kind: str, package: str):
+    def __init__(self, kind: str, package: str, companions: tuple = ()):
         self.kind = kind
         self.package = package  # where the plugins live; imported lazily on first lookup
+        # registries whose plugins may register entries here too (a paper-table layout lives
+        # with the attack or defense it tabulates): loaded before this one is looked up
+        self.companions = companions
         self._entries: Dict[str, Callable] = {}
         self._prefixes: Dict[str, Tuple[Callable[[str], Callable], str]] = {}
         self._prefix_defaults: Dict[str, Optional[dict]] = {}
@@ -80,6 +83,8 @@ class Registry:
         if self._loaded:
             return
         self._loaded = True
+        for other in self.companions:
+            other._load()
         pkg = importlib.import_module(self.package)
         for mod in pkgutil.iter_modules(pkg.__path__):
             if not mod.name.startswith("_"):
@@ -184,7 +189,7 @@ DEFENSES = Registry("defense", "facebench.defenses")
 ATTACKS = Registry("attack", "facebench.attacks")
 DATASETS = Registry("dataset", "facebench.datasets")
 #: named `facebench table --layout` renderers: fn(runs DataFrame, filters dict) -> markdown
-LAYOUTS = Registry("table layout", "facebench.layouts")
+LAYOUTS = Registry("table layout", "facebench.layouts", companions=(ATTACKS, DEFENSES))
 #: metric name -> table format; attacks and defenses fill it for the metrics they emit
 METRICS = MetricFormats(plugins=(ATTACKS, DEFENSES))
 

@@ -7,6 +7,7 @@ pair loop (a :class:`facebench.protocol_attack.ProtocolAttack`): threshold from 
 clean pairs, one photo each of up to ``n_people`` evaluation people, one sticker trained on
 people outside the protocol. The sticker geometry (bend, lean-back, EOT, TV) is ``sticker``.
 """
+from . import table6  # noqa: F401  (registers the `table6` layout)
 from .attack import AdvHat
 
 __all__ = ["AdvHat"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from facebench.defenses.eigen.purifier import EigenPurifier
 from facebench.registry import register_defense
 
+from . import tables  # noqa: F401  (registers the Table 8 / 10 layouts)
 from .model import SIDEModel
 from .trainer import PRESETS, SIDETrainer
 

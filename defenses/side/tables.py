@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 
 from facebench.registry import register_layout
-from facebench.report import defense_attack_layout
 
 ABLATION = {"no-ssat": "w/o SSAT", "no-memory": "w/o Memory", "": "SIDE"}
 CLONES = {"": "k=10", "k=20": "k=20", "k=30": "k=30"}
@@ -30,6 +29,8 @@ def split_side_name(defense: str):
 
 
 def _variants(df, names, metric, filters, source, note):
+    from facebench.report import defense_attack_layout  # lazy: `facebench list` stays fast
+
     parsed = df["defense"].map(split_side_name)
     blocks = []
     for schedule in SCHEDULES:

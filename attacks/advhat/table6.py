@@ -9,11 +9,9 @@ fixed. Every other field of the advhat rows must agree (or be chosen with a filt
 """
 from __future__ import annotations
 
-import pandas as pd
 
 from facebench.errors import FacebenchError
 from facebench.registry import register_layout
-from facebench.report import caption, defense_sort_key, markdown, runs_note, table_config
 
 #: fields one table may hold several of: each value gets its own rows
 ROW_KEYS = ("threat_model", "adaptive")
@@ -30,13 +28,15 @@ COLUMNS = [
 
 
 def _cell(value, fmt: str) -> str:
-    if value is None or pd.isna(value):
+    if value is None or value != value:  # missing, or NaN
         return "–"
     return f"{100 * value:.2f}%" if fmt == "pct" else fmt.format(value)
 
 
 @register_layout("table6", "SIDE Table 6: AdvHat sticker accuracy per defense")
-def table6_layout(df: pd.DataFrame, metric: str, filters, source: str) -> str:
+def table6_layout(df, metric: str, filters, source: str) -> str:
+    from facebench.report import caption, defense_sort_key, markdown, runs_note, table_config
+
     attacked, config = table_config(df[df["attack"] == "advhat"], filters, varying=ROW_KEYS)
     if attacked.empty:
         raise FacebenchError(f"no advhat rows match the filters in {source}; run "

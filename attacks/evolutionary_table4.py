@@ -14,12 +14,9 @@ from __future__ import annotations
 import math
 import re
 
-import pandas as pd
 
 from facebench.errors import FacebenchError
 from facebench.registry import register_layout
-from facebench.report import (RUN_FIELDS, caption, defense_sort_key, latest, markdown, newest,
-                              runs_note, table_config)
 
 ATTACK = "evolutionary"
 MODES = ("dodging", "impersonation")
@@ -37,7 +34,12 @@ def fmt_mse(value) -> str:
 
 @register_layout("table4", "rows = defense, columns = goal × queries: Evolutionary MSE "
                  "(SIDE Table 4)")
-def table4_layout(df: pd.DataFrame, metric: str, filters, source: str) -> str:
+def table4_layout(df, metric: str, filters, source: str) -> str:
+    import pandas as pd  # lazy: `facebench list` stays fast
+
+    from facebench.report import (RUN_FIELDS, caption, defense_sort_key, latest, markdown,
+                                  newest, runs_note, table_config)
+
     filters = {k: v for k, v in (filters or {}).items() if k not in IGNORED}
     df = df[df["attack"] == ATTACK]
     parsed = df["metric"].astype(str).str.extract(_METRIC)

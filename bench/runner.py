@@ -318,6 +318,7 @@ class Evaluation:
     defended: Any
     source: Optional[tuple]
     rows: "_Rows"
+    device: torch.device
 
 
 @dataclass
@@ -427,14 +428,14 @@ def load_evaluation(cfg: RunConfig, plan: Plan) -> Evaluation:
     protocol = plan.dataset.row_protocol(plan.protocol, cfg.pairs_file)
     rows = _Rows(cfg, len(pairs.same), protocol, getattr(defense, "row_name", None))
     return Evaluation(pairs, images, idx_a, idx_b, np.asarray(pairs.same, dtype=bool), aligner,
-                      defense, recognizer, defended, src, rows)
+                      defense, recognizer, defended, src, rows, plan.device)
 
 
 def clean_stage(cfg: RunConfig, ev: Evaluation) -> Clean:
     """Clean metrics through the defended system, appended to the CSV before any attack."""
     t0 = time.perf_counter()
-    emb = embed_images(ev.defended, ev.images, cfg.batch_size, resolve_device(cfg.device),
-                       "clean", cfg.progress)
+    emb = embed_images(ev.defended, ev.images, cfg.batch_size, ev.device, "clean",
+                       cfg.progress)
     scores = M.cosine_similarity(emb[ev.idx_a], emb[ev.idx_b]).numpy()
     thr = M.best_threshold(scores, ev.same)
     metrics = verification_metrics(scores, ev.same, thr)

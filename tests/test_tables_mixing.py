@@ -4,18 +4,15 @@ import pytest
 from facebench.errors import FacebenchError
 from facebench.report import render_table, table_config
 from facebench.results import COLUMNS, append_rows, read_runs
+from test_results import _row as base_row
 
 PGD = dict(attack="pgd", threat_model="rel-l2", budget=0.04, goal="pair")
 LINF = dict(attack="torchattacks:PGD", threat_model="linf", budget=0.5, goal="pair")
 
 
 def _row(**kw):
-    row = dict(run_id="r1", started_at="2026-01-01T00:00:00+00:00", facebench_version="0",
-               git_sha="x", dataset="lfw", protocol="dev-test", n_pairs=1000,
-               recognizer="dlib-resnet", defense="none", attack="none", threat_model="none",
-               budget=0.0, goal="none", adaptive="none", seed=0, metric="eer", value=0.1,
-               wall_s=1.0)
-    row.update(kw)
+    """A runs-CSV row of a 1000-pair run (the shared test row with another default)."""
+    row = base_row(**{"n_pairs": 1000, **kw})
     assert set(row) == set(COLUMNS)
     return row
 

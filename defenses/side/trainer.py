@@ -28,10 +28,13 @@ from typing import Any, Dict
 
 import torch
 
+from facebench.calibration import CALIBRATIONS, Calibration, fit_calibration
 from facebench.defenses.eigen.antibody import (affinity, antibody_stats, ema_update,
                                                log_likelihood, make_ema, pixel_term,
                                                reinforce_loss, sample_antibodies)
+from facebench.defenses.eigen.faces import rgb_to_face, save_atomic
 from facebench.defenses.eigen.training import EigenTrainer, embed
+from facebench.embed import to_float
 from facebench.errors import FacebenchError
 from facebench.trainer import TrainContext
 
@@ -43,12 +46,16 @@ _COMMON: Dict[str, Any] = dict(
     k=10, batch_size=4, lr=0.01, momentum=0.9, weight_decay=0.0,
     lambdas=[8.0, 1.0, 0.003], pixel="mse", clone_reduction="sum",
     warmup_noise=0.04, ssat=True, fgsm_eta=0.04, ema_decay=0.999, ema_every=1,
+    calibration="centre",
 )
+CALIBRATION_FILE = "calibration.pt"
 PRESETS: Dict[str, Dict[str, Any]] = {
     "quick": {**_COMMON, "warmup_steps": 150, "ssat_steps": 150, "max_images": 3000,
               "checkpoint_every": 50, "log_every": 10},
     "medium": {**_COMMON, "warmup_steps": 2000, "ssat_steps": 4000, "max_images": 3000,
                "checkpoint_every": 250, "log_every": 25},
+    "cpu": {**_COMMON, "warmup_steps": 1000, "ssat_steps": 2000, "max_images": 3000,
+            "checkpoint_every": 250, "log_every": 25},
     "full": {**_COMMON, "warmup_steps": 50_000, "ssat_steps": 250_000, "max_images": None,
              "checkpoint_every": 2000, "log_every": 100},
 }
@@ -71,6 +78,7 @@ def check_config(cfg: Dict[str, Any]) -> None:
     need(cfg["memory_update"] in UPDATE_RULES, "memory_update", " or ".join(UPDATE_RULES))
     need(cfg["pixel"] in ("mse", "l2"), "pixel", "'mse' or 'l2'")
     need(cfg["clone_reduction"] in ("sum", "mean"), "clone_reduction", "'sum' or 'mean'")
+    need(cfg["calibration"] in CALIBRATIONS, "calibration", " or ".join(CALIBRATIONS))
     need(isinstance(cfg["lambdas"], (list, tuple)) and len(cfg["lambdas"]) == 3
          and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                  for v in cfg["lambdas"]), "lambdas", "three numbers (e.g. 8,1,0.003)")
@@ -79,24 +87,57 @@ def check_config(cfg: Dict[str, Any]) -> None:
 
 
 def fgsm_siamese(siamese, basis, recognizer, x, anchor, eta: float,
-                 generator: torch.Generator):
-    """One FGSM step against the siamese defense + recognizer (Eqs. 16-17).
+                 generator: torch.Generator, calibration: Calibration | None = None):
+    """One FGSM step against the siamese defense + recognizer (Eqs. 16-17), on the
+    (calibrated) cosine.
 
     Returns the adversarial faces and the mean cosine of their *undefended* embeddings to
     the anchor (the code's ``sim_adv`` log)."""
+    cal = calibration or Calibration.identity(anchor.shape[1]).to(anchor)
     with torch.no_grad():
         mask = sample_antibodies(siamese(x), 1, generator)[:, 0]
     xg = x.detach().clone().requires_grad_(True)
-    loss = 1.0 - (embed(recognizer, basis.project(xg, mask)) * anchor).sum(1).mean()
+    loss = 1.0 - cal.cosine(embed(recognizer, basis.project(xg, mask)), anchor).mean()
     (grad,) = torch.autograd.grad(loss, xg)
     x_adv = (x + eta * grad.sign()).detach()
     with torch.no_grad():
-        adv_cos = (embed(recognizer, x_adv) * anchor).sum(1).mean()
+        adv_cos = cal.cosine(embed(recognizer, x_adv), anchor).mean()
     return x_adv, float(adv_cos)
+
+
+def fit_side_calibration(ctx: TrainContext) -> Calibration:
+    """The recognizer's score calibration on the training faces, as the affinity sees them
+    (gray, resampled to the face size and back); saved beside the model and recorded in the
+    manifest so a resumed run reuses it and a reader sees what the affinity measured."""
+    path = ctx.out_dir / CALIBRATION_FILE
+    kind = ctx.cfg["calibration"]
+    if path.is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        cal, info = Calibration(saved["mean"], saved["kind"]), saved["info"]
+    else:
+        size = ctx.cfg["face_size"]
+        recognizer = ctx.recognizer
+
+        def to_input(batch):
+            return rgb_to_face(to_float(batch, ctx.device), size)
+
+        cal, info = fit_calibration(kind, lambda faces: embed(recognizer, faces), ctx.images,
+                                    to_input)
+        save_atomic({"mean": cal.mean, "kind": kind, "info": info}, path)
+    ctx.sections["calibration"] = info
+    ctx.files["calibration"] = CALIBRATION_FILE
+    return cal.to(ctx.device)
 
 
 class SIDETrainer(EigenTrainer):
     check_config = staticmethod(check_config)
+
+    @classmethod
+    def prepare(cls, ctx: TrainContext, resume: bool = True, eigen_cache_dir=None) -> None:
+        super().prepare(ctx, resume, eigen_cache_dir)
+        if not resume:
+            (ctx.out_dir / CALIBRATION_FILE).unlink(missing_ok=True)
+        ctx.extras["calibration"] = fit_side_calibration(ctx)
 
     def __init__(self, ctx: TrainContext):
         super().__init__(ctx)
@@ -105,6 +146,7 @@ class SIDETrainer(EigenTrainer):
             n_components=c["n_components"], feat_dim=c["feat_dim"], n_items=c["n_items"],
             widths=c["widths"], image_size=c["face_size"], use_memory=c["use_memory"],
             memory_decay=c["memory_decay"], memory_update=c["memory_update"]).to(ctx.device)
+        self.calibration = ctx.extras["calibration"]
         self.ema = None
         self.optimizer = None
 
@@ -135,7 +177,7 @@ class SIDETrainer(EigenTrainer):
             x_in = x + c["warmup_noise"] * noise
         else:
             x_in, metrics["adv_cos"] = fgsm_siamese(self.ema, basis, rec_net, x, anchor,
-                                                    c["fgsm_eta"], gen)
+                                                    c["fgsm_eta"], gen, self.calibration)
         self.model.train()
         p = self.model(x_in)
         masks = sample_antibodies(p, c["k"], gen)
@@ -143,7 +185,7 @@ class SIDETrainer(EigenTrainer):
         with torch.no_grad():
             recon = basis.project(x_in, masks)  # B x k x 1 x s x s
             emb = embed(rec_net, recon.flatten(0, 1)).view(b, k, -1)
-            cos = (emb * anchor.unsqueeze(1)).sum(-1)
+            cos = self.calibration.cosine(emb, anchor.unsqueeze(1))
             pix = pixel_term(recon, x, c["pixel"])
             size = masks.sum(-1)
             s = affinity(cos, pix, size, c["lambdas"])

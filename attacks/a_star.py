@@ -83,7 +83,7 @@ class AStar(Attack):
     defaults = {"base": "pgd", "basis": "side", "n_components": 1500, "steps": None,
                 "step_size": None}
     knowledge = "a*"
-    data_home = None  # set by the runner: LFW, for rebuilding a committed model's basis
+    data_home = None  # set by bind(): where a committed model's basis is rebuilt from
 
     def validate(self) -> None:
         if self.base not in BASES:
@@ -116,8 +116,10 @@ class AStar(Attack):
         stamp = f"{path}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
         return f"a-star[{stamp}]({self.inner!r}, n_components={self.n_components})"
 
-    def bind_defense(self, defense) -> None:
-        """With ``basis`` naming the evaluated defense (side, pin), use *its* model's basis."""
+    def bind(self, *, defense, data_home=None) -> None:
+        """With ``basis`` naming the evaluated defense (side, pin), use *its* model's basis;
+        ``data_home`` is where a committed model's basis is rebuilt from."""
+        self.data_home = data_home
         path = getattr(defense, "checkpoint_path", None)
         if path and self.params["basis"] == getattr(defense, "defense_name", None):
             self.params["basis"] = path

@@ -8,7 +8,7 @@ from facebench.registry import register_attack
 from ._iterative import ascend, step_length
 
 
-@register_attack("pgd")
+@register_attack("pgd", default=True)
 class PGD(Attack):
     """PGD: projected steepest ascent on the verification gain, optional random start.
 

@@ -102,6 +102,11 @@ class Attack(Parameterized):
     def validate(self) -> None:
         """Checks beyond the spec's (or all of them, for a plugin with only ``defaults``)."""
 
+    def bind(self, *, defense, data_home=None) -> None:
+        """Called once per run before crafting, with the evaluated defense and the run's
+        data folder: an attack built on the defense (SIDE's a*) or that reads data itself
+        takes what it needs here. Default: nothing."""
+
     # -- per-sample records, turned into extra metric rows after a run ---------------
     def reset_records(self) -> None:
         """Forget what earlier runs recorded; the runner calls this before the first batch."""

@@ -33,9 +33,11 @@ def _spec(kind: str, name: str):
     from . import registry
     from .params import spec_of
 
+    reg = {"attack": registry.ATTACKS, "defense": registry.DEFENSES}[kind]
+    if name is None and kind == "attack":
+        name = reg.default()
     if not name or name == "none":
         return None
-    reg = {"attack": registry.ATTACKS, "defense": registry.DEFENSES}[kind]
     try:
         return spec_of(reg.get(name), f"{kind} {name}")
     except FacebenchError:
@@ -82,11 +84,11 @@ def _add_run(sub) -> None:
                        description="Evaluate recognizer∘defense on a pair protocol, clean and "
                        "under attack; print a table and append tidy rows to a CSV.")
     g = p.add_argument_group("what to evaluate")
-    g.add_argument("--recognizer", default="dlib-resnet",
-                   help="registered recognizer (default: %(default)s; see `facebench list`)")
-    g.add_argument("--dataset", default="lfw-sample",
-                   help="registered dataset (default: %(default)s, the pairs shipped with "
-                   "facebench; see `facebench list`)")
+    g.add_argument("--recognizer", default=None,
+                   help="registered recognizer (default: the one `facebench list` marks)")
+    g.add_argument("--dataset", default=None,
+                   help="registered dataset (default: the one `facebench list` marks, pairs "
+                   "shipped with facebench)")
     g.add_argument("--protocol", default=None,
                    help="the dataset's evaluation protocol (default: the protocol a learned "
                    "defense was trained for, else the dataset's default; see `facebench list`)")
@@ -101,8 +103,9 @@ def _add_run(sub) -> None:
     g.add_argument("--defense-param", action="append", metavar="KEY=VALUE",
                    help="defense option (repeatable)")
     a = p.add_argument_group("attack (defaults: the SIDE paper's rel-l2 0.04, goal pair)")
-    a.add_argument("--attack", default="pgd",
-                   help="registered attack (`facebench list`), or none for clean only")
+    a.add_argument("--attack", default=None,
+                   help="registered attack (default: the one `facebench list` marks), or none "
+                   "for clean only")
     a.add_argument("--norm", default="rel-l2", help="threat model: linf | l2 | rel-l2")
     a.add_argument("--eps", type=float, default=None,
                    help="budget: linf in /255, l2 absolute, rel-l2 as ||d||/||x|| "
@@ -158,15 +161,22 @@ def _list_entries(reg) -> list:
     def text(spec) -> str:
         return spec.describe() if spec else ""
 
-    entries = [(n, o.registry_description, text(spec_of(o))) for n, o in reg.items()]
+    def marked(name, description) -> str:
+        roles = reg.roles(name)
+        tag = {"run": "default", "train": "training default"}
+        return (f"({', '.join(tag.get(r, r + ' default') for r in roles)}) " if roles
+                else "") + description
+
+    entries = [(n, marked(n, o.registry_description), text(spec_of(o))) for n, o in reg.items()]
     return entries + [(f"{p}:<Name>", d, text(ParamSpec.from_defaults(reg.prefix_defaults(p))))
                       for p, d in reg.prefixes()]
 
 
 def cmd_list(args) -> int:
-    from .registry import ATTACKS, DATASETS, DEFENSES, LAYOUTS, METRICS, RECOGNIZERS
+    from .registry import ALIGNERS, ATTACKS, DATASETS, DEFENSES, LAYOUTS, METRICS, RECOGNIZERS
 
-    for title, reg in (("recognizers", RECOGNIZERS), ("datasets", DATASETS),
+    for title, reg in (("recognizers", RECOGNIZERS), ("aligners", ALIGNERS),
+                       ("datasets", DATASETS),
                        ("defenses", DEFENSES), ("attacks", ATTACKS), ("table layouts", LAYOUTS)):
         print(f"{title}:")
         entries = _list_entries(reg)
@@ -182,7 +192,36 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_table_batch(path: str) -> int:
+    """One table per line of ``path``: each line checked first, so a typo on the last line
+    fails before any table is written."""
+    import shlex
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FacebenchError(f"cannot read --batch file {path}: {exc.strerror}") from None
+    parser = build_parser()
+    jobs = []
+    for no, line in enumerate(text.splitlines(), 1):
+        words = shlex.split(line, comments=True)
+        if not words:
+            continue
+        if "--batch" in words:
+            raise FacebenchError(f"--batch {path} line {no}: --batch cannot nest")
+        try:
+            jobs.append(parser.parse_args(["table"] + words))
+        except SystemExit:
+            raise FacebenchError(f"--batch {path} line {no}: bad table options: "
+                                 f"{line.strip()}") from None
+    for job in jobs:
+        cmd_table(job)
+    return 0
+
+
 def cmd_table(args) -> int:
+    if getattr(args, "batch", None):
+        return cmd_table_batch(args.batch)
     from .paths import default_runs_csv
     from .report import render_table
 
@@ -228,25 +267,29 @@ def cmd_train(args) -> int:
                 protocol=args.protocol, out_dir=args.out_dir, seed=args.seed,
                 progress=not args.quiet, max_steps=args.max_steps, recognizer=args.recognizer,
                 device=args.device, resume=not args.restart, download=not args.no_download,
-                **options)
+                dataset=args.dataset, **options)
     print(f"trained {args.defense} ({args.preset}); model, checkpoint and manifest in {out}")
     return 0
 
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a learned defense",
-                       description="Train a learned purifier on the LFW images of people who "
-                       "appear in no pair of the evaluation protocol; checkpoints periodically "
+                       description="Train a learned purifier on a dataset's training split (the "
+                       "images of people in no pair of the evaluation protocol); checkpoints periodically "
                        "and resumes after an interruption.")
     p.add_argument("defense", help="a registered defense with a training recipe")
     p.add_argument("--preset", default="quick",
                    help="the defense's training preset (default quick: CPU, minutes; full: the "
                    "paper's schedule, for a GPU; a defense may offer others)")
+    p.add_argument("--dataset", default=None,
+                   help="dataset whose training split is used (default: the one `facebench "
+                   "list` marks for training)")
     p.add_argument("--protocol", default="dev-test",
                    help="evaluation protocol whose people are held out of training")
-    p.add_argument("--recognizer", default="dlib-resnet",
-                   help="registered recognizer F used in training (default: %(default)s)")
-    p.add_argument("--data-home", help="folder holding lfw_home/")
+    p.add_argument("--recognizer", default=None,
+                   help="registered recognizer F used in training (default: the one "
+                   "`facebench list` marks)")
+    p.add_argument("--data-home", help="folder holding the dataset (e.g. lfw_home/)")
     p.add_argument("--no-download", action="store_true")
     p.add_argument("--out-dir", help="output folder (default: the user data dir)")
     p.add_argument("--max-steps", type=int, help="stop after this many total steps")
@@ -293,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(every non-grey-box row: also a*, query, transfer:...), or one kind")
     t.add_argument("--budget", type=float, help="keep attacked rows with this budget")
     t.add_argument("--n-pairs", type=int, help="keep runs on this many pairs")
+    t.add_argument("--batch", metavar="FILE",
+                   help="render many tables in one process: FILE ('-' for stdin) holds one "
+                   "set of these options per line (# comments); other options are ignored")
     return parser
 
 

@@ -7,10 +7,27 @@ tests a dataset's name.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .errors import FacebenchError
+
+
+@dataclass
+class TrainingSplit:
+    """Images a learned defense may train on: people disjoint from ``protocol``'s pairs.
+
+    ``paths`` are relative to ``root``; ``name`` identifies the list in cache keys;
+    ``location`` is where it was found on this machine (recorded, never compared)."""
+
+    paths: List[str]
+    root: Path
+    name: str
+    dataset: str
+    protocol: Optional[str]
+    description: str
+    location: Dict[str, str] = field(default_factory=dict)
 
 
 class Dataset:
@@ -43,10 +60,26 @@ class Dataset:
         """The :class:`~facebench.data.PairList` of ``protocol``."""
         raise NotImplementedError
 
+    def training_split(self, protocol: Optional[str], *, data_home=None,
+                       download: bool = True) -> TrainingSplit:
+        """The images a learned defense evaluated on ``protocol`` may train on."""
+        name = getattr(self, "registry_name", type(self).__name__)
+        raise FacebenchError(f"dataset {name!r} has no training split; train on a dataset "
+                             f"that has one (`facebench list` marks them)")
+
     def held_out_protocol(self, protocol: Optional[str]) -> Optional[str]:
         """The LFW protocol whose people these pairs are drawn from, so a learned defense
         trained without that protocol's people may be evaluated here; None: not LFW."""
         return None
+
+    def aligner(self, recognizer):
+        """The crop ``recognizer`` gets from this dataset's images: its declared geometry on
+        raw photos, a plain resize of crops that are already aligned."""
+        from .data.align import ResizeOnly, recognizer_aligner
+
+        if self.raw_frames:
+            return recognizer_aligner(recognizer)
+        return ResizeOnly(getattr(recognizer, "input_size", (150, 150)))
 
     def row_protocol(self, protocol: Optional[str], pairs_file=None) -> str:
         """What the ``protocol`` column of this run's rows says."""

@@ -76,9 +76,8 @@ class MinimalEps(Attack):
         """``<attack>[min-eps]``: minimal-budget rows never replace the fixed-budget cells."""
         return f"{getattr(self.inner, 'row_attack', self.inner.name)}[min-eps]"
 
-    def bind_defense(self, defense) -> None:
-        if hasattr(self.inner, "bind_defense"):
-            self.inner.bind_defense(defense)
+    def bind(self, *, defense, data_home=None) -> None:
+        self.inner.bind(defense=defense, data_home=data_home)
 
     def validate(self) -> None:
         self._int_at_least("search_steps", 1)

@@ -28,14 +28,25 @@ class Registry:
         self._entries: Dict[str, Callable] = {}
         self._prefixes: Dict[str, Tuple[Callable[[str], Callable], str]] = {}
         self._prefix_defaults: Dict[str, Optional[dict]] = {}
+        self._defaults: Dict[str, str] = {}  # role ("run", "train") -> name
         self._loaded = False
 
-    def register(self, name: str, description: str | None = None):
-        """Decorator: ``@REGISTRY.register("name")`` above a class or factory function."""
+    def register(self, name: str, description: str | None = None,
+                 default: str | bool | None = None):
+        """Decorator: ``@REGISTRY.register("name")`` above a class or factory function.
+
+        ``default="run"`` (or ``True``) makes it what a run uses when the user names none
+        (``"train"``: what training uses), so the core never names a plugin."""
 
         def decorate(obj):
             if name in self._entries and self._entries[name] is not obj:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
+            if default:
+                role = "run" if default is True else default
+                if self._defaults.get(role, name) != name:
+                    raise ValueError(f"two default {self.kind}s for {role}: "
+                                     f"{self._defaults[role]!r} and {name!r}")
+                self._defaults[role] = name
             obj.registry_name = name
             doc = description or (obj.__doc__ or "").strip().splitlines()[0:1]
             obj.registry_description = doc if isinstance(doc, str) else (doc[0] if doc else "")
@@ -69,6 +80,19 @@ class Registry:
         """The parameters every ``prefix:<Name>`` member takes, if its family declared them."""
         self._load()
         return self._prefix_defaults.get(prefix)
+
+    def default(self, role: str = "run") -> str:
+        """The name a plugin registered as the default for ``role``."""
+        self._load()
+        if role not in self._defaults:
+            raise FacebenchError(f"no {self.kind} is registered as the default for {role}; "
+                                 f"name one (`facebench list`)")
+        return self._defaults[role]
+
+    def roles(self, name: str) -> list[str]:
+        """The roles (``run``, ``train``) ``name`` is the default for."""
+        self._load()
+        return sorted(role for role, n in self._defaults.items() if n == name)
 
     def declared(self, name: str, attr: str, default=None):
         """Attribute ``attr`` a registered entry declares (``default`` for unknown names).
@@ -188,6 +212,9 @@ RECOGNIZERS = Registry("recognizer", "facebench.models")
 DEFENSES = Registry("defense", "facebench.defenses")
 ATTACKS = Registry("attack", "facebench.attacks")
 DATASETS = Registry("dataset", "facebench.datasets")
+#: alignment geometries (``factory(out_size) -> Aligner``); they live beside the recognizer
+#: that declares them, so their plugins are the recognizers' package
+ALIGNERS = Registry("aligner", "facebench.models")
 #: named `facebench table --layout` renderers: fn(runs DataFrame, filters dict) -> markdown
 LAYOUTS = Registry("table layout", "facebench.layouts", companions=(ATTACKS, DEFENSES))
 #: metric name -> table format; attacks and defenses fill it for the metrics they emit
@@ -198,6 +225,7 @@ register_defense = DEFENSES.register
 register_attack = ATTACKS.register
 register_layout = LAYOUTS.register
 register_dataset = DATASETS.register
+register_aligner = ALIGNERS.register
 register_metric = METRICS.register
 
 # the metrics the core computes itself (runner, minimal-eps); plugins declare their own

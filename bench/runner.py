@@ -7,12 +7,11 @@ numbers.
 """
 from __future__ import annotations
 
-import inspect
 import math
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace  # noqa: F401 (replace: tests)
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
@@ -24,152 +23,26 @@ from tqdm.auto import tqdm
 from . import __version__
 from . import adv_cache
 from . import metrics as M
-from .attack import GOALS, attacked_mask
-from .dataset import Dataset, load_dataset
+from .attack import attacked_mask
 from .embed import embed_images, to_float
 from .errors import FacebenchError
-from .fileio import resolve_device
 from .fingerprint import images_digest
 from .knowledge import AttackerView, attacker_view
-from .paths import default_runs_csv
+from .plan import (Plan, RunConfig, attack_passes, build_attack, build_defense,  # noqa: F401
+                   check_training_protocol, parse_source, resolve_protocol, validate,
+                   with_defaults)
 from .protocol_attack import ProtocolAttack
-from .registry import ATTACKS, DEFENSES, RECOGNIZERS
-from .results import append_rows, check_writable, git_sha
-from .threat import DEFAULT_EPS, ThreatModel
-from .trainable import NoModelError, is_trainable
+from .registry import DEFENSES, RECOGNIZERS
+from .results import append_rows, git_sha
 
 
-
-@dataclass
-class RunConfig:
-    recognizer: str = "dlib-resnet"
-    dataset: str = "lfw-sample"  # the embedded 100-pair sample: works offline, in minutes
-    protocol: Optional[str] = None  # None: a learned defense's own protocol, else the default
-    pairs: Optional[int] = None
-    defense: str = "none"
-    attack: str = "pgd"
-    norm: str = "rel-l2"
-    eps: Optional[float] = None
-    goal: str = "pair"
-    adaptive: bool = False
-    eot_samples: Optional[int] = None
-    source: Optional[str] = None  # transfer: craft on "recognizer[+defense]", evaluate on ours
-    minimal_eps: bool = False  # binary-search the smallest successful eps per probe
-    minimal_eps_steps: int = 10  # bisection rounds of --minimal-eps
-    attack_params: Dict[str, Any] = field(default_factory=dict)
-    defense_params: Dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    batch_size: int = 32
-    device: str = "cpu"
-    out: Optional[str] = field(default_factory=lambda: str(default_runs_csv()))
-    data_home: Optional[str] = None
-    pairs_file: Optional[str] = None
-    image_root: Optional[str] = None
-    download: bool = True
-    progress: bool = True
-    adv_cache: bool = True
-    auto_train: bool = True
-
-
-def build_attack(name: str, threat: ThreatModel, params: Dict[str, Any]):
-    """Instantiate a registered attack; the attack's spec rejects what it does not take."""
-    return ATTACKS.get(name)(threat, **params)
-
-
-def build_defense(name: str, params: Dict[str, Any], data_home=None, protocol=None,
-                  auto_train: bool = False, progress: bool = True):
-    """Instantiate a registered defense; data-backed ones (quilting) get the run's data.
-
-    With ``auto_train``, a trainable defense that has no trained model yet and no
-    explicit ``checkpoint`` is first trained with the quick preset.
-    """
-    cls = DEFENSES.get(name)
-    accepted = inspect.signature(cls.__init__).parameters
-    # a key the defense does not take fails with its spec's line (did you mean ...) before
-    # the run's keywords are added; a defense with only ``defaults`` may also take its
-    # constructor's other keywords
-    spec = cls.param_spec() if hasattr(cls, "param_spec") else None
-    if spec is not None:
-        declared = getattr(cls, "spec", None) is not None
-        known = set(spec.names()) | (set() if declared else set(accepted) - {"self"})
-        takes_any = not declared and any(p.kind is p.VAR_KEYWORD for p in accepted.values())
-        unknown = [k for k in params if k not in known]
-        if unknown and not takes_any:
-            raise spec.unknown(unknown[0])
-    params = dict(params)
-    if "data_home" in accepted:
-        params.setdefault("data_home", data_home)
-    if "protocol" in accepted and protocol is not None:
-        params.setdefault("protocol", protocol)
-    if "progress" in accepted:
-        params.setdefault("progress", progress)
-    try:
-        try:
-            return cls(**params)
-        except NoModelError as exc:
-            if not auto_train or params.get("checkpoint") is not None or not is_trainable(cls):
-                raise
-            # A learned defense with no model yet: train the CPU quick preset once, shown
-            # and cached in the user data folder, then use it (a GPU user runs `train --preset
-            # full` instead).
-            from .training import train
-
-            print(f"{exc}\ntraining the quick preset of {name} first (once; it is cached)",
-                  file=sys.stderr)
-            train(name, preset="quick", data_home=data_home, protocol=protocol or "dev-test",
-                  progress=progress)
-            return cls(**params)
-    except TypeError as exc:
-        raise FacebenchError(f"defense {name!r}: {exc}") from None
-
-
-def check_training_protocol(defense, dataset, protocol: str,
-                            trained: Optional[str] = None) -> None:
-    """Refuse to evaluate a learned defense on people it may have been trained on.
-
-    A model trained for ``dev-test`` holds out only dev-test's people; the other protocols'
-    pairs include people of its training split, so their numbers would be optimistic.
-    ``dataset`` is a :class:`Dataset` (or its name); ``trained`` defaults to the loaded
-    defense's recorded protocol.
-    """
-    if trained is None:
-        trained = (getattr(defense, "meta", None) or {}).get("protocol")
-    if not isinstance(dataset, Dataset):
-        dataset = load_dataset(dataset)
-    held_out = dataset.held_out_protocol(protocol)
-    if held_out is None or trained is None or trained == held_out:
-        return
-    name = getattr(defense, "registry_name", getattr(defense, "__name__", str(defense)))
-    raise FacebenchError(
-        f"the {name} model was trained on people held out of LFW {trained!r}, but this run "
-        f"evaluates {held_out!r}, whose pairs include some of its training people; train one "
-        f"for it (`facebench train {name} --protocol {held_out} --out-dir DIR`) and pass "
-        f"--defense-param checkpoint=DIR")
-
-
-def resolve_protocol(dataset: Dataset, cfg: "RunConfig") -> Optional[str]:
-    """The protocol to run: the user's, else the one a learned defense's model was trained
-    for (said in one line), else the dataset's default. Checked against the model's training
-    split here, before any heavy work, from its manifest alone."""
-    cls = DEFENSES.get(cfg.defense)
-    trained = cls.trained_protocol(cfg.defense_params)
-    protocol = dataset.check_protocol(cfg.protocol)
-    if cfg.protocol is None and trained is not None and trained in dataset.protocols \
-            and trained != protocol:
-        protocol = trained  # said even with --quiet: it changes what the run measures
-        print(f"protocol {trained}: the {cfg.defense} model was trained without its "
-              f"people (--protocol to choose another)", file=sys.stderr)
-    check_training_protocol(cls, dataset, protocol, trained)
-    return protocol
-
-
-def load_recognizer(name: str = "dlib-resnet", device: str = "cpu") -> torch.nn.Module:
+def load_recognizer(name: str | None = None, device: str = "cpu") -> torch.nn.Module:
     """A registered recognizer in eval mode: images in [0,1] NCHW RGB -> embeddings.
 
     Its weights are frozen: attacks need gradients w.r.t. the input only, and skipping the
     weight gradients makes each step about 1.5x faster. Call ``requires_grad_(True)`` to tune.
     """
-    model = RECOGNIZERS.get(name)()
+    model = RECOGNIZERS.get(name or RECOGNIZERS.default())()
     return model.to(device).eval().requires_grad_(False)
 
 
@@ -201,85 +74,6 @@ class _Rows:
         return [dict(self.base, attack=attack, threat_model=threat_model, budget=budget,
                      goal=goal, adaptive=adaptive, metric=k, value=float(v),
                      wall_s=round(wall_s, 3)) for k, v in metrics.items()]
-
-
-@dataclass
-class Plan:
-    """What :func:`validate` checked and resolved, before any data or model is loaded."""
-
-    dataset: Dataset
-    protocol: Optional[str]
-    device: torch.device
-    attack: Any = None
-    threat: Optional[ThreatModel] = None
-    source: Optional[tuple] = None
-
-
-def validate(cfg: RunConfig) -> Plan:
-    """Every name, budget, size and path of ``cfg`` checked cheaply: a typo or an impossible
-    request fails in one line before any image is decoded or model loaded."""
-    if cfg.goal not in GOALS:
-        raise FacebenchError(f"unknown goal {cfg.goal!r}; choose from: {', '.join(GOALS)}")
-    if cfg.batch_size < 1:
-        raise FacebenchError(f"--batch-size must be >= 1, got {cfg.batch_size}")
-    if cfg.pairs is not None and (isinstance(cfg.pairs, bool) or cfg.pairs < 2):
-        raise FacebenchError(f"--pairs must be at least 2 (one same and one different pair), "
-                             f"got {cfg.pairs}")
-    device = resolve_device(cfg.device)
-    rec_cls = RECOGNIZERS.get(cfg.recognizer)
-    dataset = load_dataset(cfg.dataset)
-    protocol = resolve_protocol(dataset, cfg)
-    attack = threat = None
-    if cfg.attack != "none":
-        eps = DEFAULT_EPS.get(cfg.norm) if cfg.eps is None else cfg.eps
-        threat = ThreatModel(cfg.norm, eps)
-        _check_reachable(threat, getattr(rec_cls, "input_size", None))
-        params = dict(cfg.attack_params)
-        if "seed" in (getattr(ATTACKS.get(cfg.attack), "defaults", None) or {}):
-            params.setdefault("seed", cfg.seed)  # attacks with their own RNG follow --seed
-        attack = build_attack(cfg.attack, threat, params)
-        if isinstance(attack, ProtocolAttack):
-            attack.check_config(cfg)  # its datasets, goals and knowledge, before any data
-        if cfg.minimal_eps:
-            from .minimal_eps import wrap_minimal
-
-            attack = wrap_minimal(attack, search_steps=cfg.minimal_eps_steps)
-    source = parse_source(cfg.source) if cfg.source else None
-    if attack is not None and getattr(attack, "knowledge", None) and (cfg.adaptive or source):
-        raise FacebenchError(f"attack {cfg.attack!r} is already adaptive "
-                             f"({attack.knowledge}); drop --adaptive / --source")
-    if source is not None and (attack is None or not attack.gradient_based):
-        raise FacebenchError("--source (transfer) needs a gradient attack to craft on the source")
-    if source is not None and cfg.adaptive:
-        raise FacebenchError("--source crafts on another model; it cannot be --adaptive too")
-    if cfg.out:
-        check_writable(cfg.out)
-    return Plan(dataset, protocol, device, attack, threat, source)
-
-
-def _check_reachable(threat: ThreatModel, input_size) -> None:
-    """An l2 budget beyond the largest distance two images can have is no threat model."""
-    if threat.norm != "l2" or not input_size:
-        return
-    h, w = input_size
-    largest = math.sqrt(3 * h * w)
-    if threat.eps > largest:
-        raise FacebenchError(
-            f"l2 eps {threat.eps:g} exceeds the largest possible L2 distance between two "
-            f"{h}x{w} RGB images in [0, 1] ({largest:.1f}); the attack would be unbounded")
-
-
-def attack_passes(attack, cfg: RunConfig, defense) -> int:
-    """Rough forward passes per probe an attack costs, for the up-front work estimate."""
-    params = getattr(attack, "params", {}) or {}
-    passes = 1
-    for key in ("steps", "restarts", "search_steps"):
-        value = params.get(key)
-        if isinstance(value, int) and value > 0:
-            passes *= value
-    if cfg.adaptive and getattr(defense, "randomized", False):
-        passes *= cfg.eot_samples or 8
-    return passes + 1
 
 
 def _announce_work(cfg: RunConfig, n_pairs: int, n_images: int, attack, defense) -> None:
@@ -348,7 +142,7 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
 
     validate → load data and models → clean scores (rows written at once) → attacker view
     → craft (cached when grey-box) → attacked scores → rows."""
-    cfg = RunConfig(**{**(asdict(cfg) if cfg else {}), **overrides})
+    cfg = with_defaults(RunConfig(**{**(asdict(cfg) if cfg else {}), **overrides}))
     plan = validate(cfg)
     cfg = replace(cfg, protocol=plan.protocol)
     torch.manual_seed(cfg.seed)
@@ -362,10 +156,7 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
     t0 = time.perf_counter()
     attack = plan.attack
     attacked, dodge = attacked_mask(cfg.goal, torch.from_numpy(ev.same))
-    if hasattr(attack, "data_home"):  # an attack that reads data itself gets the run's
-        attack.data_home = cfg.data_home
-    if hasattr(attack, "bind_defense"):  # an attack built on the evaluated defense (a*)
-        attack.bind_defense(ev.defense)
+    attack.bind(defense=ev.defense, data_home=cfg.data_home)
     view = attacker_view(
         attack, adaptive=cfg.adaptive, eot_samples=cfg.eot_samples, source_label=cfg.source,
         source=ev.source, defense=ev.defense, defense_name=cfg.defense,
@@ -403,7 +194,6 @@ def load_evaluation(cfg: RunConfig, plan: Plan) -> Evaluation:
     """Pairs (checked against --pairs before any model loads), the defense, recognizer and
     transfer source, and the aligned crops of every distinct image."""
     from .data import pair_images
-    from .data.align import ResizeOnly, get_aligner
 
     pairs = plan.dataset.pairs(plan.protocol, data_home=cfg.data_home, pairs_file=cfg.pairs_file,
                                image_root=cfg.image_root, download=cfg.download)
@@ -421,9 +211,7 @@ def load_evaluation(cfg: RunConfig, plan: Plan) -> Evaluation:
     # the transfer source is built before any row is written: its errors lose nothing
     src = (_build_source(plan.source, recognizer, cfg, plan.device, plan)
            if plan.source is not None else None)
-    size = getattr(recognizer, "input_size", (150, 150))
-    aligner = (get_aligner(getattr(recognizer, "alignment", "dlib-chip"), size)
-               if plan.dataset.raw_frames else ResizeOnly(size))
+    aligner = plan.dataset.aligner(recognizer)
     images, idx_a, idx_b = pair_images(pairs, aligner, progress=cfg.progress)
     protocol = plan.dataset.row_protocol(plan.protocol, cfg.pairs_file)
     rows = _Rows(cfg, len(pairs.same), protocol, getattr(defense, "row_name", None))
@@ -548,15 +336,6 @@ def _attack_progress(cfg: RunConfig, attack, defense, target, n_probes: int, cac
         bar.update(n)
 
     return bar, target.register_forward_hook(tick)
-
-
-def parse_source(spec: str):
-    """``recognizer[+defense]`` -> (recognizer name, defense name), both validated."""
-    name, _, defense_name = spec.partition("+")
-    RECOGNIZERS.get(name)
-    if defense_name:
-        DEFENSES.get(defense_name)
-    return name, defense_name or "none"
 
 
 def _defense_for(cfg: RunConfig, held_out: Optional[str], plan: Plan, name=None, params=None):

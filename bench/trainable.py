@@ -26,7 +26,7 @@ MANIFEST = "manifest.json"
 WEIGHTS_PACKAGE = "facebench.weights"
 PRESET_ORDER = ("full", "medium", "quick")  # default runs, best first; the last is the fallback
 # run-manifest entries that describe the training machine, not the model
-_MACHINE_KEYS = (("data", "lfw_home"), ("files", "checkpoint"))
+_MACHINE_KEYS = (("data", "location"), ("files", "checkpoint"))
 
 
 class NoModelError(FacebenchError):
@@ -45,9 +45,11 @@ class Trainable:
     @classmethod
     def fit(cls, *, preset: str = "quick", data_home=None, protocol: str = "dev-test",
             out_dir=None, seed: int = 0, progress: bool = True, max_steps: int | None = None,
-            recognizer: Any = "dlib-resnet", device: str = "cpu", resume: bool = True,
-            download: bool = True, image_cache_dir=None, **options) -> Path:
-        """Train with ``preset`` on the LFW training split of ``protocol``; the output folder.
+            recognizer: Any = None, device: str = "cpu", resume: bool = True,
+            download: bool = True, image_cache_dir=None, dataset: str | None = None,
+            **options) -> Path:
+        """Train with ``preset`` on ``dataset``'s training split for ``protocol`` (None: the
+        dataset registered as the training default); the output folder.
 
         ``options`` override preset settings by name (unknown names are an error), or are
         the recipe's own ``fit_options`` (e.g. a cache folder). ``recognizer`` (a registered
@@ -60,7 +62,7 @@ class Trainable:
         return fit(cls, preset=preset, data_home=data_home, protocol=protocol,
                    out_dir=out_dir, seed=seed, progress=progress, max_steps=max_steps,
                    recognizer=recognizer, device=device, resume=resume, download=download,
-                   image_cache_dir=image_cache_dir, **options)
+                   image_cache_dir=image_cache_dir, dataset=dataset, **options)
 
     @classmethod
     def find_model(cls, checkpoint=None) -> Path:

@@ -4,7 +4,8 @@ A defense supplies a :class:`Trainer` (its phases, one optimisation step, its st
 optionally a ``prepare`` hook for artefacts it needs before the first step); this module
 runs it reproducibly and resumably, and knows nothing of what the defense learns:
 
-* Data: LFW images of people in no pair of the evaluation protocol, cropped with the
+* Data: the training split of a dataset (the images of people in no pair of the
+  evaluation protocol; the registered default for training unless named), cropped with the
   recognizer's own aligner (the defense sees those crops at test time). A ``max_images``
   cap takes an evenly spaced, seed-free subset of the sorted list, so caches keyed by the
   image list are shared across seeds.
@@ -53,22 +54,27 @@ def evenly_spaced(items: List[str], m: int | None) -> List[str]:
 
 
 def load_training_images(data_home, protocol: str, recognizer: nn.Module, max_images,
-                         progress: bool = True, download: bool = True, cache_dir=None):
-    """Aligned uint8 crops of the training split and a description of them."""
-    from .data import default_cache_dir, ensure_lfw, load_aligned, resolve_data_home
-    from .data.align import aligner_for
-    from .data.lfw import training_split
+                         progress: bool = True, download: bool = True, cache_dir=None,
+                         dataset: str | None = None):
+    """Aligned uint8 crops of ``dataset``'s training split and a description of them."""
+    from .data import default_cache_dir, load_aligned
+    from .dataset import load_dataset
+    from .registry import DATASETS
 
-    home = ensure_lfw(resolve_data_home(data_home), protocol, download=download)
-    paths = evenly_spaced(training_split(home, protocol), max_images)
+    dataset = dataset or DATASETS.default("train")
+    ds = load_dataset(dataset)
+    split = ds.training_split(protocol, data_home=data_home, download=download)
+    paths = evenly_spaced(split.paths, max_images)
     if len(paths) < 2:
-        raise FacebenchError(f"the LFW training split of {protocol!r} has {len(paths)} images")
-    aligner = aligner_for("lfw", recognizer)
+        raise FacebenchError(f"the {dataset} training split of {protocol!r} has {len(paths)} "
+                             f"images")
+    aligner = ds.aligner(recognizer)
     images = load_aligned(paths, aligner, cache_dir or default_cache_dir(),
-                          cache_key=f"lfw_{protocol}_train", progress=progress, root=home)
-    key_lines = [f"lfw:{protocol}", aligner.key] + paths
-    info = {"dataset": "lfw", "protocol": protocol, "lfw_home": str(home),
-            "split": f"images of people in no pair of {protocol}", "n_images": len(paths),
+                          cache_key=f"{split.name.replace(':', '_')}_train", progress=progress,
+                          root=split.root)
+    key_lines = [split.name, aligner.key] + paths
+    info = {"dataset": split.dataset, "protocol": split.protocol, "location": split.location,
+            "split": split.description, "n_images": len(paths),
             "max_images": max_images, "aligner": aligner.key,
             "image_list_sha256": hashlib.sha256("\n".join(key_lines).encode()).hexdigest()}
     return images, key_lines, info
@@ -333,14 +339,15 @@ def frozen_recognizer(recognizer, device) -> tuple[nn.Module, str]:
     else:
         from .registry import RECOGNIZERS
 
-        name = str(recognizer)
+        name = str(recognizer or RECOGNIZERS.default())
         model = RECOGNIZERS.get(name)()
     return model.to(device).eval().requires_grad_(False), name
 
 
 def fit(defense: type, preset: str, data_home, protocol: str, out_dir, seed: int,
         progress: bool, max_steps: int | None, recognizer, device: str, resume: bool,
-        download: bool, image_cache_dir=None, **options) -> Path:
+        download: bool, image_cache_dir=None, dataset: str | None = None,
+        **options) -> Path:
     """:meth:`facebench.trainable.Trainable.fit` of ``defense`` (see there)."""
     name, recipe, table = defense.registry_name, defense.trainer_class, defense.presets
     if preset not in table:
@@ -361,7 +368,7 @@ def fit(defense: type, preset: str, data_home, protocol: str, out_dir, seed: int
 
     images, key_lines, data_info = load_training_images(
         data_home, protocol, rec_net, cfg.get("max_images"), progress, download,
-        image_cache_dir)
+        image_cache_dir, dataset)
     cfg = recipe.resolve_steps(cfg, len(images))
     out = Path(out_dir).expanduser() if out_dir else default_out_dir(name, preset)
     out.mkdir(parents=True, exist_ok=True)

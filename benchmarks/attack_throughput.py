@@ -85,11 +85,8 @@ def parse_args(argv=None):
 
 
 def _aligner(recognizer):
-    from facebench.data import align
-    if hasattr(align, "aligner_for"):
-        return align.aligner_for("lfw", recognizer)
-    return align.get_aligner(getattr(recognizer, "alignment", "dlib-chip"),
-                             getattr(recognizer, "input_size", (150, 150)))
+    from facebench.data import aligner_for
+    return aligner_for("lfw", recognizer)
 
 
 def load_batches(args, model, device):

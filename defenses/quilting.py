@@ -152,8 +152,8 @@ class Quilting(Defense):
     # --- the patch bank --------------------------------------------------------------------
     def _build_bank(self, h: int, w: int) -> torch.Tensor:
         """Crop the training split at the recognizer geometry, sample patches, cache them."""
-        from facebench.data import ensure_lfw, get_aligner, load_image, resolve_data_home
-        from facebench.data import training_split
+        from facebench.data import get_aligner, load_image, resolve_data_home
+        from facebench.datasets.lfw import ensure_lfw, training_split
 
         patch = self.patch or scaled_patch(min(h, w))
         aligner = get_aligner(self._alignment, (h, w))

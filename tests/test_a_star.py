@@ -102,7 +102,7 @@ def test_a_star_on_lfw_with_a_real_eigenbasis(shared_data, tmp_path, monkeypatch
     """Eigenfaces of real dev-train crops; a* PGD rows on real dev-test pairs."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     from facebench.data import load_pairs, pair_images
-    from facebench.data.align import aligner_for
+    from facebench.data import aligner_for
 
     rec = facebench.load_recognizer()
     train = load_pairs("lfw", "dev-train", str(shared_data)).subset(20, 0)
@@ -141,21 +141,21 @@ def test_minimal_eps_reaches_the_base_attack_and_keeps_a_star_labels(basis_file)
     assert torch.all(sizes <= budgets + 1e-4) and sizes[0] < 0.6  # each probe its own budget
 
 
-def test_bind_defense_takes_the_evaluated_models_basis(tmp_path, basis_file):
+def test_bind_takes_the_evaluated_models_basis(tmp_path, basis_file):
     from types import SimpleNamespace
 
     attack = _attack(basis_file)
     attack.params["basis"] = "side"
     model = tmp_path / "model.pt"  # beside basis_file's eigen.pt
     model.touch()
-    attack.bind_defense(SimpleNamespace(checkpoint_path=str(model), defense_name="side"))
+    attack.bind(defense=SimpleNamespace(checkpoint_path=str(model), defense_name="side"))
     assert attack.params["basis"] == str(model) and attack.eigenbasis().k == 12
     other = _attack(basis_file)  # an explicit basis is left alone
-    other.bind_defense(SimpleNamespace(checkpoint_path="elsewhere", defense_name="side"))
+    other.bind(defense=SimpleNamespace(checkpoint_path="elsewhere", defense_name="side"))
     assert other.params["basis"] == str(basis_file)
 
 
-def test_bind_defense_reuses_a_loaded_basis_without_an_eigen_file(tmp_path):
+def test_bind_reuses_a_loaded_basis_without_an_eigen_file(tmp_path):
     """Committed weights ship no eigen.pt: the attack takes the defense's (rebuilt) basis."""
     from types import SimpleNamespace
 
@@ -165,7 +165,7 @@ def test_bind_defense_reuses_a_loaded_basis_without_an_eigen_file(tmp_path):
     basis = _random_basis(20, seed=3)
     attack = _attack(tmp_path / "unused", n_components=12)
     attack.params["basis"] = "side"
-    attack.bind_defense(SimpleNamespace(checkpoint_path=str(model), defense_name="side",
+    attack.bind(defense=SimpleNamespace(checkpoint_path=str(model), defense_name="side",
                                         basis=basis))
     assert torch.equal(attack.eigenbasis().vectors, basis.vectors[:, :12])
     assert "model.pt" in repr(attack)  # the cache key names the model file it came from

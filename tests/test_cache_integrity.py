@@ -229,7 +229,7 @@ def test_crop_cache_key_covers_the_aligner_code(tmp_path, monkeypatch):
 def test_lfw_warm_crop_cache_decodes_nothing(shared_data, tmp_path, monkeypatch):
     pl = data.load_pairs("lfw", "dev-test", data_home=shared_data, download=False)
     pl = pl.subset(20, seed=0)
-    aligner = data.default_aligner("lfw")
+    aligner = data.get_aligner("dlib-chip")
     cold, ia, ib = data.pair_images(pl, aligner, tmp_path, progress=False)
     calls = count_decodes(monkeypatch)
     warm, ja, jb = data.pair_images(pl, aligner, tmp_path, progress=False)

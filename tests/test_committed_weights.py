@@ -41,7 +41,7 @@ def _fake_run(folder, status="complete", seed=0):
                 "state_dict": model.state_dict(), "meta": {"protocol": "dev-test"}},
                folder / "model.pt")
     manifest = {"defense": "side", "status": status, "recognizer": "dlib-resnet",
-                "data": {"lfw_home": "/somewhere/lfw_home", "protocol": "dev-test",
+                "data": {"location": {"lfw_home": "/somewhere/lfw_home"}, "protocol": "dev-test",
                          "image_list_sha256": "ab" * 32},
                 "eigen": {"K": 6, "face_size": 16, "cache_file": "/somewhere/eigen.pt"},
                 "files": {"model": "model.pt", "eigen": "eigen.pt",

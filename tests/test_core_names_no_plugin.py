@@ -81,3 +81,33 @@ def test_the_check_sees_a_plugin_import(tmp_path):
     assert {"facebench.defenses.side", "facebench.attacks.pgd",
             "facebench.defenses.quilting"} <= names
     assert all(_is_plugin(n) for n in names if n != "facebench.defenses")
+
+
+def _plugin_names() -> dict:
+    """Registered name -> registry kind, for every entry a plugin (not the core) registers."""
+    from facebench import registry as R
+
+    found = {}
+    for reg in (R.RECOGNIZERS, R.DEFENSES, R.ATTACKS, R.DATASETS, R.ALIGNERS, R.LAYOUTS):
+        for name, obj in reg.items():
+            module = getattr(obj, "__module__", "") or ""
+            if _is_plugin(module) and name != "none":  # "none" is the core's "no X"
+                found[name] = reg.kind
+    return found
+
+
+def test_core_strings_name_no_registered_plugin():
+    """No string literal of the core is the name of a registered plugin: defaults come from
+    ``register(..., default=...)``, so the core never says "pgd" or "dlib-resnet"."""
+    names = _plugin_names()
+    assert {"pgd", "dlib-resnet", "lfw", "lfw-sample", "dlib-chip", "side"} <= set(names)
+    hits = set()
+    for path in sorted(CORE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        keys = {id(k) for node in ast.walk(tree) if isinstance(node, ast.Dict)
+                for k in node.keys if k is not None}  # a field name such as "pairs"
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and node.value in names and id(node) not in keys:
+                hits.add((path.relative_to(CORE).as_posix(), node.value, node.lineno))
+    assert not hits, f"the core names registered plugins: {sorted(hits)}"

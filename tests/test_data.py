@@ -13,8 +13,11 @@ from PIL import Image
 
 import facebench.data as data
 from facebench.data import download, images
-from facebench.data.align import ALIGNERS, FixedCrop, ResizeOnly, get_aligner
-from facebench.data.lfw import lfw_home_dir, lfw_pairs, parse_pairs_file
+from facebench.data.align import FixedCrop, ResizeOnly, get_aligner
+from facebench.datasets.lfw import download as lfw_download
+from facebench.datasets.lfw import (lfw_home_dir, lfw_pairs, lfw_people, parse_pairs_file,
+                                    training_split)
+from facebench.registry import ALIGNERS
 from facebench.data.pairs import PairList
 from facebench.data.pairs_csv import csv_pairs
 from facebench.errors import FacebenchError
@@ -104,7 +107,7 @@ def test_pairs_count_mismatch_and_empty(tmp_path):
 def test_unknown_protocol_and_dataset(tmp_path):
     with pytest.raises(FacebenchError, match="10-fold, dev-train, dev-test"):
         data.load_pairs("lfw", "view3", tmp_path)
-    with pytest.raises(FacebenchError, match="choose from: lfw, pairs"):
+    with pytest.raises(FacebenchError, match="choose from: lfw, lfw-sample, pairs"):
         data.load_pairs("celeba", "10-fold", tmp_path)
     with pytest.raises(FacebenchError, match="pairs file"):
         data.load_pairs("pairs", "10-fold", tmp_path)
@@ -125,9 +128,9 @@ def test_lfw_people_and_training_split(tmp_path):
     for name, count in [("Al", 2), ("Bo", 3), ("Cy", 1), ("Di", 1), ("Ed", 2), ("Fa", 1)]:
         for k in range(1, count + 1):
             write(tmp_path / "lfw" / name / f"{name}_{k:04d}.jpg", "x")
-    people = data.lfw_people(tmp_path)
+    people = lfw_people(tmp_path)
     assert people["Bo"] == [f"lfw/Bo/Bo_000{k}.jpg" for k in (1, 2, 3)]
-    assert data.training_split(tmp_path, "dev-test") == [
+    assert training_split(tmp_path, "dev-test") == [
         "lfw/Ed/Ed_0001.jpg", "lfw/Ed/Ed_0002.jpg", "lfw/Fa/Fa_0001.jpg"]
 
 
@@ -252,9 +255,9 @@ def local_server(monkeypatch):
 def serve(monkeypatch, src: Path, filename: str, digest: str | None = None):
     remote = download.RemoteFile(filename, f"local://{src}", digest or sha256(src))
     if filename == "lfw.tgz":
-        monkeypatch.setattr(download, "LFW_ARCHIVE", remote)
+        monkeypatch.setattr(lfw_download, "LFW_ARCHIVE", remote)
     else:
-        monkeypatch.setitem(download.PAIRS_FILES, filename, remote)
+        monkeypatch.setitem(lfw_download.PAIRS_FILES, filename, remote)
 
 
 def test_ensure_lfw_downloads_and_extracts(tmp_path, monkeypatch, local_server):
@@ -262,14 +265,14 @@ def test_ensure_lfw_downloads_and_extracts(tmp_path, monkeypatch, local_server):
     tgz = tiny_lfw_tgz(tmp_path / "src" / "lfw.tgz")
     serve(monkeypatch, pairs, "pairsDevTest.txt")
     serve(monkeypatch, tgz, "lfw.tgz")
-    home = download.ensure_lfw(tmp_path / "data", "dev-test")
+    home = lfw_download.ensure_lfw(tmp_path / "data", "dev-test")
     assert home == tmp_path / "data" / "lfw_home"
     assert (home / "pairsDevTest.txt").read_text() == DEV
     assert (home / "lfw" / "Al" / "Al_0001.jpg").is_file()
     assert not (home / "lfw.tgz").exists()
     assert not [p for p in home.iterdir() if p.name.startswith(".lfw-extract")]
     assert len(local_server) == 2
-    download.ensure_lfw(tmp_path / "data", "dev-test")  # present now: no new fetch
+    lfw_download.ensure_lfw(tmp_path / "data", "dev-test")  # present now: no new fetch
     assert len(local_server) == 2
 
 
@@ -277,7 +280,7 @@ def test_sha256_mismatch_is_rejected(tmp_path, monkeypatch, local_server):
     pairs = write(tmp_path / "src" / "pairs.txt", TEN_FOLD)
     serve(monkeypatch, pairs, "pairs.txt", digest="0" * 64)
     with pytest.raises(FacebenchError, match="sha256") as err:
-        download.ensure_lfw(tmp_path / "data", "10-fold")
+        lfw_download.ensure_lfw(tmp_path / "data", "10-fold")
     assert "\n" not in str(err.value)
     assert not (tmp_path / "data" / "lfw_home" / "pairs.txt").exists()
 
@@ -290,7 +293,7 @@ def test_offline_error_names_file_and_fix(tmp_path, monkeypatch):
 
     monkeypatch.setattr(download, "DOWNLOADER", offline)
     with pytest.raises(FacebenchError) as err:
-        download.ensure_lfw(tmp_path, "dev-train")
+        lfw_download.ensure_lfw(tmp_path, "dev-train")
     msg = str(err.value)
     assert "pairsDevTrain.txt" in msg and str(tmp_path / "lfw_home") in msg
     assert "FACEBENCH_DATA" in msg and "--data-home" in msg and "\n" not in msg
@@ -301,7 +304,7 @@ def test_download_disabled_names_missing_images(tmp_path):
     with pytest.raises(FacebenchError, match=r"lfw/ .* missing under .*lfw_home.*FACEBENCH_DATA"):
         data.load_pairs("lfw", "10-fold", tmp_path, download=False)
     with pytest.raises(FacebenchError, match="pairsDevTest.txt is missing"):
-        download.ensure_lfw(tmp_path, "dev-test", download=False)
+        lfw_download.ensure_lfw(tmp_path, "dev-test", download=False)
 
 
 def test_resolve_data_home_precedence(tmp_path, monkeypatch):
@@ -374,7 +377,7 @@ def test_aligners():
     exact = FixedCrop((10, 20, 30, 40), (40, 30))(img)  # same size: a plain crop
     assert np.array_equal(exact, img[20:60, 10:40])
     assert FixedCrop((0, 0, 10, 10)).key != FixedCrop((0, 0, 10, 11)).key
-    assert set(ALIGNERS) >= {"dlib-chip", "center"}
+    assert set(ALIGNERS.names()) >= {"dlib-chip", "center", "resize"}
     assert get_aligner("dlib-chip", 150).out_size == (150, 150)
     assert ResizeOnly((64, 64))(img).shape == (64, 64, 3)
 
@@ -418,7 +421,7 @@ def test_pair_images_indexes_unique_crops(tmp_path):
         write_jpeg(root / f"{name}.jpg", size=(40, 40), seed=i)
     write(tmp_path / "p.csv", "path_a,path_b,same\nx.jpg,y.jpg,1\nx.jpg,z.jpg,0\nz.jpg,y.jpg,0\n")
     pl = data.load_pairs("pairs", pairs_file=tmp_path / "p.csv", image_root=root)
-    aligner = data.default_aligner("pairs", (24, 24))
+    aligner = get_aligner("resize", (24, 24))
     imgs, ia, ib = data.pair_images(pl, aligner, tmp_path / "cache", progress=False)
     assert imgs.shape == (3, 24, 24, 3)
     assert ia.tolist() == [0, 0, 1] and ib.tolist() == [2, 1, 2]  # order: x, z, y
@@ -453,7 +456,7 @@ def test_lfw_dev_protocols(LFW_HOME):
 
 @pytest.mark.lfw
 def test_lfw_training_split_for_dev_test(LFW_HOME):
-    split = data.training_split(LFW_HOME, "dev-test")
+    split = training_split(LFW_HOME, "dev-test")
     people = {p.split("/")[1] for p in split}
     test = lfw_pairs(LFW_HOME, "dev-test")
     test_people = {p.split("/")[1] for p in test.paths_a + test.paths_b}
@@ -471,7 +474,7 @@ def test_lfw_aligned_crops(tmp_path, LFW_HOME):
     from PIL import Image
 
     pl = data.load_pairs("lfw", "dev-test", LFW_HOME, download=False).subset(10, seed=0)
-    aligner = data.default_aligner("lfw", (112, 96))
+    aligner = get_aligner("dlib-chip", (112, 96))
     imgs, ia, ib = data.pair_images(pl, aligner, tmp_path, progress=False)
     assert imgs.dtype == np.uint8 and imgs.shape[1:] == (112, 96, 3)
     assert imgs.shape[0] == len(pl.unique_paths()) and len(ia) == len(ib) == 10

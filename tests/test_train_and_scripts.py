@@ -101,7 +101,7 @@ def test_train_option_and_preset_errors_are_one_line(tmp_path):
 def test_training_split_is_the_people_in_no_dev_test_pair(shared_data):
     """README: SIDE and PIN train on the LFW images of people in no dev-test pair (4,786
     people). Counted here from pairsDevTest.txt and the lfw/ folders, independently."""
-    from facebench.data.lfw import training_split
+    from facebench.datasets.lfw import training_split
 
     home = shared_data / "lfw_home"
     in_pairs = set()
@@ -403,7 +403,7 @@ def test_choose_alignment_reproduces_the_readme_rows(shared_data, tmp_path):
     box (65, 74, 122) 0.9814 / 0.0200, and that box is the one dlib-resnet uses. The script
     always scores every dev-train pair and the centre crop; one centre and one size add just
     the chosen box (75-130 s per box on two shared cores)."""
-    from facebench.data.align import DLIB_CHIP_BOX
+    from facebench.models.dlib_resnet import DLIB_CHIP_BOX
 
     readme = _readme_alignment_rows()
     assert readme[(50, 50, 150)] and readme[(65, 74, 122)]

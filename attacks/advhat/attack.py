@@ -128,9 +128,9 @@ class AdvHat(ProtocolAttack):
     # -- the protocol --------------------------------------------------------------------
     def evaluate(self, ctx: ProtocolContext) -> None:
         """Clean rows at the protocol's threshold, then train and score one sticker."""
-        from facebench.data import (default_cache_dir, ensure_lfw, lfw_pairs, load_aligned,
+        from facebench.data import (aligner_for, default_cache_dir, load_aligned,
                                     resolve_data_home)
-        from facebench.data.align import aligner_for
+        from facebench.datasets.lfw import ensure_lfw, lfw_pairs
         from facebench.embed import to_float
 
         cfg, device = ctx.cfg, ctx.device

@@ -30,7 +30,7 @@ class Selection:
 
 def select(attack, home, protocol: str, full_pairs, seed: int) -> Selection:
     """The protocol's faces for ``attack`` (its target, n_people, *_photos, train_images)."""
-    from facebench.data import lfw_people, training_split
+    from facebench.datasets.lfw import lfw_people, training_split
     from facebench.trainer import evenly_spaced
 
     people = lfw_people(home)

@@ -7,58 +7,34 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import FacebenchError
-from .align import (
-    ALIGNERS, DLIB_CHIP_BOX, Aligner, FixedCrop, ResizeOnly, aligner_for, get_aligner,
-)
-from .download import ensure_lfw, resolve_data_home
+from .align import Aligner, FixedCrop, ResizeOnly, get_aligner, recognizer_aligner
+from .download import resolve_data_home
 from .images import default_cache_dir, load_aligned, load_image
-from .lfw import PROTOCOLS, lfw_pairs, lfw_people, training_split
 from .pairs import PairList
 from .pairs_csv import csv_pairs
 
-DATASETS = ("lfw", "pairs")
-
 __all__ = [
-    "ALIGNERS", "DATASETS", "DLIB_CHIP_BOX", "PROTOCOLS", "Aligner", "FixedCrop", "PairList",
-    "ResizeOnly", "aligner_for", "csv_pairs", "default_aligner", "default_cache_dir", "ensure_lfw",
-    "get_aligner", "lfw_pairs", "lfw_people", "load_aligned", "load_image", "load_pairs",
-    "pair_images", "resolve_data_home", "training_split",
+    "Aligner", "FixedCrop", "PairList", "ResizeOnly", "aligner_for", "csv_pairs",
+    "default_cache_dir", "get_aligner", "load_aligned", "load_image", "load_pairs",
+    "pair_images", "recognizer_aligner", "resolve_data_home",
 ]
 
 
-def load_pairs(
-    dataset: str,
-    protocol: str = "10-fold",
-    data_home=None,
-    pairs_file=None,
-    image_root=None,
-    download: bool = True,
-) -> PairList:
-    """The pair list of ``dataset``: ``lfw`` (by protocol) or ``pairs`` (a user CSV).
+def load_pairs(dataset: str, protocol: str | None = None, data_home=None, pairs_file=None,
+               image_root=None, download: bool = True) -> PairList:
+    """The pair list of registered ``dataset`` (``protocol=None``: its default protocol)."""
+    from ..dataset import load_dataset
 
-    ``protocol`` only applies to LFW; ``data_home=None`` resolves ``$FACEBENCH_DATA`` or the
-    user cache folder, downloading LFW there when allowed.
-    """
-    if dataset == "lfw":
-        if protocol not in PROTOCOLS:
-            raise FacebenchError(
-                f"unknown LFW protocol {protocol!r}; choose from: {', '.join(PROTOCOLS)}"
-            )
-        home = ensure_lfw(resolve_data_home(data_home), protocol, download=download)
-        return lfw_pairs(home, protocol)
-    if dataset == "pairs":
-        if pairs_file is None:
-            raise FacebenchError("dataset 'pairs' needs a CSV pairs file (--pairs-file)")
-        return csv_pairs(pairs_file, image_root)
-    raise FacebenchError(f"unknown dataset {dataset!r}; choose from: {', '.join(DATASETS)}")
+    ds = load_dataset(dataset)
+    return ds.pairs(ds.check_protocol(protocol), data_home=data_home, pairs_file=pairs_file,
+                    image_root=image_root, download=download)
 
 
-def default_aligner(dataset: str, out_size=(150, 150), name: str | None = None) -> Aligner:
-    """LFW frames get the dlib-chip crop; user CSV crops are already aligned, so only resized."""
-    if name is not None:
-        return get_aligner(name, out_size)
-    return get_aligner("dlib-chip" if dataset == "lfw" else "resize", out_size)
+def aligner_for(dataset: str, recognizer) -> Aligner:
+    """The crop ``recognizer`` gets from registered ``dataset``'s images."""
+    from ..dataset import load_dataset
+
+    return load_dataset(dataset).aligner(recognizer)
 
 
 def pair_images(

@@ -7,20 +7,15 @@ benchmark time (and keeps the attacked pixels identical across runs). Each align
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Tuple
 
 import numpy as np
 from PIL import Image
 
 from ..errors import FacebenchError
+from ..registry import ALIGNERS, register_aligner
 
-LFW_FRAME = 250  # LFW images are 250x250; FixedCrop boxes are given in that frame
-
-# Box (left, top, width, height) in the 250x250 LFW frame for dlib's 150x150 chip. The
-# reference chips compiled dlib cut from these photos sit at a median 114 px box centred at
-# (126, 135) (scripts/fit_chip_box.py); among boxes around it, this one had the best
-# verification accuracy on dev-train only (scripts/choose_alignment.py; numbers in README).
-DLIB_CHIP_BOX: Tuple[float, float, float, float] = (65.0, 74.0, 122.0, 122.0)
+LFW_FRAME = 250  # FixedCrop boxes are given in a 250x250 frame (LFW's, scaled to others)
 
 # A plain centred square, for recognizers trained on loose centre crops.
 CENTER_BOX: Tuple[float, float, float, float] = (50.0, 50.0, 150.0, 150.0)
@@ -105,24 +100,24 @@ class ResizeOnly(Aligner):
         return np.asarray(out, dtype=np.uint8)
 
 
-ALIGNERS: Dict[str, Callable[..., Aligner]] = {
-    "dlib-chip": lambda out_size=(150, 150): FixedCrop(DLIB_CHIP_BOX, out_size),
-    "center": lambda out_size=(150, 150): FixedCrop(CENTER_BOX, out_size),
-    "resize": lambda out_size=(150, 150): ResizeOnly(out_size),
-}
+@register_aligner("center")
+def center(out_size=(150, 150)) -> Aligner:
+    """fixed centred 150 px square of a 250 px frame (loose centre crops)"""
+    return FixedCrop(CENTER_BOX, out_size)
+
+
+@register_aligner("resize")
+def resize(out_size=(150, 150)) -> Aligner:
+    """no geometry: resize crops that are already aligned"""
+    return ResizeOnly(out_size)
 
 
 def get_aligner(name: str, out_size=(150, 150)) -> Aligner:
     """The aligner registered as ``name`` producing ``out_size`` crops."""
-    if name not in ALIGNERS:
-        raise FacebenchError(f"unknown aligner {name!r}; choose from: {', '.join(ALIGNERS)}")
-    return ALIGNERS[name](out_size)
+    return ALIGNERS.get(name)(out_size)
 
 
-def aligner_for(dataset: str, recognizer) -> Aligner:
-    """The crop ``recognizer`` expects: its named alignment on LFW frames, a plain resize for
-    user CSV crops (already aligned). Reads ``recognizer.alignment`` and ``.input_size``."""
+def recognizer_aligner(recognizer) -> Aligner:
+    """The geometry ``recognizer`` declares (``.alignment``) at its ``.input_size``."""
     size = getattr(recognizer, "input_size", (150, 150))
-    if dataset == "pairs":
-        return ResizeOnly(size)
-    return get_aligner(getattr(recognizer, "alignment", "dlib-chip"), size)
+    return get_aligner(getattr(recognizer, "alignment", "center"), size)

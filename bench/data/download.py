@@ -1,7 +1,8 @@
-"""Find or fetch LFW: data-home resolution, checksummed downloads and a safe tar extractor.
+"""Data-home resolution, sha256-pinned downloads (pooch) and a safe tar extractor.
 
-The files, URLs and sha256 sums are the ones scikit-learn's ``fetch_lfw_pairs`` uses, so an
-existing scikit-learn cache (``~/scikit_learn_data/lfw_home``) can be pointed at directly.
+Dataset plugins name their files as :class:`RemoteFile` and fetch them with
+:func:`fetch_file`; archives are unpacked with :func:`safe_extract`, which refuses members
+that would land outside the target.
 """
 from __future__ import annotations
 
@@ -9,19 +10,13 @@ import os
 import shutil
 import stat
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 
 from ..errors import FacebenchError
-from .lfw import IMAGE_DIR, check_protocol, lfw_home_dir
 
 ENV_VAR = "FACEBENCH_DATA"
-SEED_HINT = (
-    "copy an existing scikit-learn LFW cache (lfw_home/) there or set "
-    f"{ENV_VAR} / --data-home to a folder that has one"
-)
 
 
 @dataclass(frozen=True)
@@ -32,30 +27,6 @@ class RemoteFile:
     url: str
     sha256: str
 
-
-# Same mirrors and checksums as scikit-learn's sklearn/datasets/_lfw.py.
-LFW_ARCHIVE = RemoteFile(
-    "lfw.tgz",
-    "https://ndownloader.figshare.com/files/5976018",
-    "055f7d9c632d7370e6fb4afc7468d40f970c34a80d4c6f50ffec63f5a8d536c0",
-)
-PAIRS_FILES = {
-    "pairsDevTrain.txt": RemoteFile(
-        "pairsDevTrain.txt",
-        "https://ndownloader.figshare.com/files/5976012",
-        "1d454dada7dfeca0e7eab6f65dc4e97a6312d44cf142207be28d688be92aabfa",
-    ),
-    "pairsDevTest.txt": RemoteFile(
-        "pairsDevTest.txt",
-        "https://ndownloader.figshare.com/files/5976009",
-        "7cb06600ea8b2814ac26e946201cdb304296262aad67d046a16a7ec85d0ff87c",
-    ),
-    "pairs.txt": RemoteFile(
-        "pairs.txt",
-        "https://ndownloader.figshare.com/files/5976006",
-        "ea42330c62c92989f9d7c03237ed5d591365e89b3e649747777b70e692dc1592",
-    ),
-}
 
 # pooch downloader override (``None``: pooch picks HTTP); tests serve local files through it.
 DOWNLOADER = None
@@ -73,8 +44,11 @@ def resolve_data_home(cli_value=None) -> Path:
     return data_root()
 
 
-def fetch_file(remote: RemoteFile, directory) -> Path:
-    """Download ``remote`` into ``directory`` with pooch, refusing a wrong sha256."""
+def fetch_file(remote: RemoteFile, directory, label: str = "file", hint: str = "") -> Path:
+    """Download ``remote`` into ``directory`` with pooch, refusing a wrong sha256.
+
+    A network failure names ``label`` (e.g. "LFW file") and ends with ``hint``: what the
+    user can do offline."""
     import pooch  # imported lazily: most runs never download
 
     directory = Path(directory)
@@ -95,54 +69,17 @@ def fetch_file(remote: RemoteFile, directory) -> Path:
         ) from None
     except OSError as err:  # requests' network errors are OSErrors too
         raise FacebenchError(
-            f"LFW file {remote.filename} is missing under {directory} and downloading it "
-            f"from {remote.url} failed ({type(err).__name__}); {SEED_HINT}"
+            f"{label} {remote.filename} is missing under {directory} and downloading it "
+            f"from {remote.url} failed ({type(err).__name__})" + (f"; {hint}" if hint else "")
         ) from None
     return Path(got)
 
 
-def _missing(what: str, directory: Path) -> FacebenchError:
-    return FacebenchError(
-        f"LFW file {what} is missing under {directory} and downloads are disabled; {SEED_HINT}"
-    )
-
-
-def ensure_lfw(data_home, protocol: str = "10-fold", download: bool = True) -> Path:
-    """Make sure ``protocol``'s pairs file and the images exist; return ``lfw_home``."""
-    fname = check_protocol(protocol)
-    home = lfw_home_dir(data_home)
-    if not (home / fname).is_file():
-        if not download:
-            raise _missing(fname, home)
-        _make_dir(home)
-        fetch_file(PAIRS_FILES[fname], home)
-    if not (home / IMAGE_DIR).is_dir():
-        if not download:
-            raise _missing(f"{IMAGE_DIR}/ (the image folder)", home)
-        _make_dir(home)
-        archive = fetch_file(LFW_ARCHIVE, home)
-        _unpack_images(archive, home)
-        archive.unlink()
-    return home
-
-
-def _make_dir(path: Path) -> None:
+def make_dir(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise FacebenchError(f"cannot create data folder {path}: {err.strerror or err}") from None
-
-
-def _unpack_images(archive: Path, home: Path) -> None:
-    """Extract into a scratch folder and move ``lfw/`` in last, so a crash leaves no half set."""
-    scratch = Path(tempfile.mkdtemp(prefix=".lfw-extract-", dir=home))
-    try:
-        safe_extract(archive, scratch)
-        if not (scratch / IMAGE_DIR).is_dir():
-            raise FacebenchError(f"{archive.name} has no top-level {IMAGE_DIR}/ folder")
-        os.replace(scratch / IMAGE_DIR, home / IMAGE_DIR)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _is_absolute(name: str) -> bool:

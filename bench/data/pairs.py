@@ -40,7 +40,7 @@ class PairList:
     same: np.ndarray
     fold: np.ndarray
     root: Path
-    name: str = field(default="pairs")
+    name: str = field(default="pair-list")
 
     def __post_init__(self) -> None:
         self.paths_a = [str(p) for p in self.paths_a]

@@ -39,8 +39,8 @@ def verify(root: Path = HERE) -> dict:
     return manifest
 
 
-@register_dataset("lfw-sample", "100 LFW dev-test pairs shipped with facebench (offline; the "
-                  "default)")
+@register_dataset("lfw-sample", "100 LFW dev-test pairs shipped with facebench (offline)",
+                  default=True)
 class LFWSample(Dataset):
     protocols = ("dev-test",)
     default_protocol = "dev-test"

@@ -77,7 +77,8 @@ def rebuild_basis(model_dir, data_home=None, progress: bool = True, *, recognize
         raise FacebenchError(f"cannot rebuild the eigenbasis of {model_dir}: its manifest is "
                              f"missing or incomplete ({exc})") from None
     images, key_lines, info = load_training_images(
-        data_home, protocol, recognizer, max_images, progress, cache_dir=image_cache_dir)
+        data_home, protocol, recognizer, max_images, progress, cache_dir=image_cache_dir,
+        dataset=data.get("dataset"))
     if info["image_list_sha256"] != want_sha:
         raise FacebenchError(
             f"the LFW training split here differs from the one {model_dir} was trained on "

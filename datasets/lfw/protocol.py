@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FacebenchError
-from .pairs import PairList
+from facebench.data.pairs import PairList
+from facebench.errors import FacebenchError
 
 PROTOCOLS = {
     "10-fold": "pairs.txt",

@@ -85,6 +85,15 @@ def test_variant_suffix_from_the_training_manifest(tmp_path):
 
     assert EigenPurifier.variant_suffix(SideW, model) == "[medium,lambdas=8/1/0.0004]"
 
+    class SideC(EigenPurifier):  # an option added later: old manifests mean its legacy value
+        variant_defaults = {"calibration": "centre"}
+        variant_legacy = {"calibration": "none"}
+
+    assert EigenPurifier.variant_suffix(SideC, model) == "[medium,calibration=none]"
+    (tmp_path / "manifest.json").write_text(json.dumps(
+        {"preset": "cpu", "config": {"calibration": "centre"}}))
+    assert EigenPurifier.variant_suffix(SideC, model) == "[cpu]"
+
 
 def test_list_options_parse_from_the_command_line():
     from facebench.cli import _params

@@ -58,6 +58,8 @@ class EigenPurifier(Trainable, Defense):
     #: training options of the paper's ablations -> their default; a model trained with
     #: another value is a variant, named in the runs CSV as e.g. ``side[quick,no-memory,k=20]``
     variant_defaults: dict = {}
+    #: what a manifest written before an option existed means by leaving it out
+    variant_legacy: dict = {}
 
     def __init__(self, checkpoint=None, inference: str = "sample", seed: int = 0,
                  clamp: bool = False, *, model: nn.Module | None = None,
@@ -112,7 +114,7 @@ class EigenPurifier(Trainable, Defense):
         config = info.get("config", {})
         parts = [str(info["preset"])] if info.get("preset") not in (None, "full") else []
         for key, default in self.variant_defaults.items():
-            value = config.get(key, default)
+            value = config.get(key, self.variant_legacy.get(key, default))
             if value == default:
                 continue
             if isinstance(value, (list, tuple)):  # no commas: they separate the tags

@@ -27,5 +27,7 @@ class SIDE(EigenPurifier):
     presets = PRESETS
     trainer_class = SIDETrainer
     defaults = {"checkpoint": None, "inference": "sample", "seed": 0, "clamp": False}
-    # Tables 8 and 10, and the affinity weights of Eq. 13
-    variant_defaults = {"use_memory": True, "ssat": True, "k": 10, "lambdas": [8.0, 1.0, 0.003]}
+    # Tables 8 and 10, the affinity weights of Eq. 13, and the score calibration they act on
+    variant_defaults = {"use_memory": True, "ssat": True, "k": 10, "lambdas": [8.0, 1.0, 0.003],
+                        "calibration": "centre"}
+    variant_legacy = {"calibration": "none"}  # models trained before calibration existed

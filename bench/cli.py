@@ -195,6 +195,8 @@ def cmd_list(args) -> int:
 def cmd_table_batch(path: str) -> int:
     """One table per line of ``path``: each line checked first, so a typo on the last line
     fails before any table is written."""
+    import contextlib
+    import io
     import shlex
 
     try:
@@ -209,10 +211,13 @@ def cmd_table_batch(path: str) -> int:
             continue
         if "--batch" in words:
             raise FacebenchError(f"--batch {path} line {no}: --batch cannot nest")
+        said = io.StringIO()
         try:
-            jobs.append(parser.parse_args(["table"] + words))
+            with contextlib.redirect_stderr(said):
+                jobs.append(parser.parse_args(["table"] + words))
         except SystemExit:
-            raise FacebenchError(f"--batch {path} line {no}: bad table options: "
+            why = (said.getvalue().strip().splitlines() or ["?"])[-1].split("error: ")[-1]
+            raise FacebenchError(f"--batch {path} line {no}: bad table options ({why}): "
                                  f"{line.strip()}") from None
     for job in jobs:
         cmd_table(job)

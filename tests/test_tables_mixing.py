@@ -150,3 +150,25 @@ def test_table_config_names_the_single_values(tmp_path):
         "dataset": "lfw", "protocol": "dev-test", "recognizer": "dlib-resnet",
         "n_pairs": "1000", "threat_model": "rel-l2", "budget": "0.04", "goal": "pair",
         "adaptive": "none"}
+
+
+def test_table_batch_renders_each_line_and_checks_all_lines_first(tmp_path):
+    """`facebench table --batch FILE`: one table per line in one process; a bad line fails
+    before any table is written (so a typo never leaves half the tables regenerated)."""
+    from clitools import run_cli
+
+    out = tmp_path / "runs.csv"
+    append_rows(out, _run("big", 1, 0.02, 0.6) + _run("small", 2, 0.05, 0.3, n_pairs=20))
+    batch = tmp_path / "tables.txt"
+    batch.write_text(f"# two tables\n--runs {out} --n-pairs 1000 --out {tmp_path / 'a.md'}\n"
+                     f"--runs {out} --n-pairs 20 --metric eer --out {tmp_path / 'b.md'}\n")
+    r = run_cli("table", "--batch", str(batch))
+    assert r.returncode == 0, r.stderr
+    assert _body((tmp_path / "a.md").read_text()) == ["| none | 2.00% | 60.00% |"]
+    assert _body((tmp_path / "b.md").read_text()) == ["| none | 5.00% | 30.00% |"]
+    (tmp_path / "a.md").unlink()
+    batch.write_text(f"--runs {out} --n-pairs 1000 --out {tmp_path / 'a.md'}\n"
+                     f"--runs {out} --n-pairz 20\n")
+    r = run_cli("table", "--batch", str(batch))
+    assert r.returncode == 2 and "line 2: bad table options" in r.stderr
+    assert not (tmp_path / "a.md").exists()

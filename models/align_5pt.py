@@ -33,6 +33,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from facebench.data import geometry as _geometry
 from facebench.data.align import Aligner, _check_image, _size
 from facebench.errors import FacebenchError
 from facebench.registry import register_aligner
@@ -91,19 +92,51 @@ def warp(img: np.ndarray, matrix: np.ndarray, out_size) -> np.ndarray:
     import cv2
 
     h, w = _size(out_size)
+    small, m = shrink_plan(img.shape, matrix)
+    if small is not None:
+        img = cv2.resize(np.ascontiguousarray(img), small, interpolation=cv2.INTER_AREA)
+    return cv2.warpAffine(np.ascontiguousarray(img), m, (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+
+def shrink_plan(shape, matrix) -> Tuple[Optional[Tuple[int, int]], np.ndarray]:
+    """:func:`warp`'s pre-shrink: (the (w, h) the image is area-shrunk to, or None; the
+    matrix from that image's pixels to the crop's)."""
     m = np.asarray(matrix, dtype=np.float64)
     scale = _similarity.scale_of(m)
     factor = int(1.0 / scale) if scale < 0.5 else 1
-    if factor > 1:
-        src_h, src_w = img.shape[:2]
-        small = (max(1, round(src_w / factor)), max(1, round(src_h / factor)))
-        img = cv2.resize(np.ascontiguousarray(img), small, interpolation=cv2.INTER_AREA)
-        fx, fy = src_w / small[0], src_h / small[1]
-        # a small pixel x' covers source x = fx * x' + (fx - 1) / 2 (pixel-centre convention)
-        lin = m[:, :2] @ np.diag([fx, fy])
-        m = np.column_stack([lin, m[:, :2] @ [(fx - 1) / 2, (fy - 1) / 2] + m[:, 2]])
-    return cv2.warpAffine(np.ascontiguousarray(img), m, (w, h), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    if factor <= 1:
+        return None, m
+    src_h, src_w = shape[:2]
+    small = (max(1, round(src_w / factor)), max(1, round(src_h / factor)))
+    fx, fy = src_w / small[0], src_h / small[1]
+    # a small pixel x' covers source x = fx * x' + (fx - 1) / 2 (pixel-centre convention)
+    lin = m[:, :2] @ np.diag([fx, fy])
+    return small, np.column_stack([lin, m[:, :2] @ [(fx - 1) / 2, (fy - 1) / 2] + m[:, 2]])
+
+
+def warp_geometry(shape, matrix, out_size):
+    """:func:`warp` of an image of ``shape`` as a linear map (pre-shrink included), for
+    carrying perturbations between crop and photo."""
+    small, m = shrink_plan(shape, matrix)
+    return _geometry.warp_geometry(_geometry.invert_affine(m), _size(out_size), shape[:2],
+                                   border="tap", shrink=small)
+
+
+def dlib_chip_geometry(shape, landmarks, size: int, padding: float):
+    """:func:`._dlib_chip.extract_chip` of an image of ``shape`` as a linear map: the same
+    chip map and pre-shrink, dlib's border (a pixel whose 2x2 taps leave the image is 0)."""
+    m = _dlib_chip.chip_to_image(landmarks, size, padding)
+    step = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+    factor = int(step) if step > 2 else 1
+    small = None
+    if factor > 1:  # the same arithmetic as extract_chip
+        h, w = shape[:2]
+        small = (max(1, round(w / factor)), max(1, round(h / factor)))
+        fx, fy = w / small[0], h / small[1]
+        back = np.array([[1 / fx, 0, -(fx - 1) / (2 * fx)], [0, 1 / fy, -(fy - 1) / (2 * fy)]])
+        m = np.column_stack([back[:, :2] @ m[:, :2], back[:, :2] @ m[:, 2] + back[:, 2]])
+    return _geometry.warp_geometry(m, (size, size), shape[:2], border="all", shrink=small)
 
 
 def _frame_scale(img: np.ndarray) -> np.ndarray:
@@ -143,6 +176,9 @@ class FivePointAligner(DetectingAligner):
     def crop(self, img: np.ndarray, face) -> np.ndarray:
         return warp(img, self._matrix(img, face), self.out_size)
 
+    def crop_geometry(self, img: np.ndarray, face):
+        return warp_geometry(img.shape, self._matrix(img, face), self.out_size)
+
 
 class DlibChipAligner(DetectingAligner):
     """dlib's face chip: YuNet box -> dlib-style box -> dlib's 5-point predictor -> chip."""
@@ -181,6 +217,10 @@ class DlibChipAligner(DetectingAligner):
     def crop(self, img: np.ndarray, face) -> np.ndarray:
         return _dlib_chip.extract_chip(img, self.landmarks(img, face), self.out_size[0],
                                        DLIB_PADDING)
+
+    def crop_geometry(self, img: np.ndarray, face):
+        return dlib_chip_geometry(img.shape, self.landmarks(img, face), self.out_size[0],
+                                  DLIB_PADDING)
 
 
 @register_aligner("arcface-5pt")

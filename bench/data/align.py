@@ -14,6 +14,7 @@ from PIL import Image
 
 from ..errors import FacebenchError
 from ..registry import ALIGNERS, register_aligner
+from . import geometry as _geometry  # a module, so its code is not part of crop cache keys
 
 LFW_FRAME = 250  # FixedCrop boxes are given in a 250x250 frame (LFW's, scaled to others)
 
@@ -28,6 +29,14 @@ def _check_image(img: np.ndarray) -> np.ndarray:
             f"aligner input must be a uint8 HxWx3 RGB image, got {img.dtype} {img.shape}"
         )
     return img
+
+
+def _frame_shape(frame) -> Tuple[int, int]:
+    """(H, W) of an image, or of a shape tuple (fixed geometries need no pixels)."""
+    shape = frame.shape if hasattr(frame, "shape") else tuple(frame)
+    if len(shape) < 2 or min(int(shape[0]), int(shape[1])) < 1:
+        raise FacebenchError(f"a photo frame needs a height and a width, got {tuple(shape)}")
+    return int(shape[0]), int(shape[1])
 
 
 def _size(out_size) -> Tuple[int, int]:
@@ -47,6 +56,25 @@ class Aligner:
 
     def __call__(self, img: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
+
+    # -- the crop as a linear map of the photo (cross-geometry transfer) ----------------
+    def geometry(self, frame) -> "_geometry.CropGeometry":
+        """This aligner's crop of ``frame`` (an image; fixed geometries also take its
+        shape) as a linear map: see :mod:`facebench.data.geometry`. Aligners that cannot
+        say it raise FacebenchError."""
+        raise FacebenchError(f"aligner {self.key} cannot map its crop to a linear map of the "
+                             f"photo, so perturbations cannot be carried through it")
+
+    def crop_float(self, frame) -> np.ndarray:
+        """The crop of a float ``frame`` (H x W x 3, [0, 1]; uint8 is divided by 255), by
+        the same weights as :meth:`__call__` but without rounding to uint8."""
+        return self.geometry(frame).crop(frame)
+
+    def to_frame(self, delta_crop, frame) -> np.ndarray:
+        """A crop-space perturbation (h x w x 3) as the photo perturbation whose crop is
+        nearest it (least squares, lightly regularised); zero where the crop reads nothing.
+        ``frame``: the photo (or, for fixed geometries, its shape)."""
+        return self.geometry(frame).to_frame(delta_crop)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.key})"
@@ -73,15 +101,23 @@ class FixedCrop(Aligner):
         coords = ",".join(f"{v:g}" for v in self.box)
         self.key = f"crop{coords}-{self.out_size[0]}x{self.out_size[1]}-bilinear"
 
-    def __call__(self, img: np.ndarray) -> np.ndarray:
-        img = _check_image(img)
-        h_img, w_img = img.shape[:2]
+    def region(self, h_img: int, w_img: int) -> Tuple[float, float, float, float]:
+        """The box as (left, top, right, bottom) pixels of an ``h_img x w_img`` image."""
         sx, sy = w_img / LFW_FRAME, h_img / LFW_FRAME
         left, top, width, height = self.box
-        region = (left * sx, top * sy, (left + width) * sx, (top + height) * sy)
+        return (left * sx, top * sy, (left + width) * sx, (top + height) * sy)
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        img = _check_image(img)
         h, w = self.out_size
-        out = Image.fromarray(img).resize((w, h), Image.Resampling.BILINEAR, box=region)
+        out = Image.fromarray(img).resize((w, h), Image.Resampling.BILINEAR,
+                                          box=self.region(*img.shape[:2]))
         return np.asarray(out, dtype=np.uint8)
+
+    def geometry(self, frame) -> "_geometry.SeparableGeometry":
+        """PIL's bilinear box weights for a photo of ``frame``'s size (an image or shape)."""
+        fh, fw = _frame_shape(frame)
+        return _geometry.resize_geometry((fh, fw), self.region(fh, fw), self.out_size)
 
 
 class ResizeOnly(Aligner):
@@ -98,6 +134,11 @@ class ResizeOnly(Aligner):
             return img.copy()
         out = Image.fromarray(img).resize((w, h), Image.Resampling.BILINEAR)
         return np.asarray(out, dtype=np.uint8)
+
+    def geometry(self, frame) -> "_geometry.SeparableGeometry":
+        """PIL's bilinear resize weights (the identity at the crop's own size)."""
+        fh, fw = _frame_shape(frame)
+        return _geometry.resize_geometry((fh, fw), (0, 0, fw, fh), self.out_size)
 
 
 @register_aligner("center")

@@ -31,5 +31,7 @@ facebench table --batch - <<'TABLES'
 # AdvHat with 1000 training steps instead of the default 300 (its own runs CSV)
 --runs results/advhat_steps1000/runs.csv --dataset lfw --recognizer dlib-resnet --protocol dev-test --n-pairs 962 --layout table6 --out results/advhat_steps1000/table6.md
 TABLES
-# the committed SIDE model's training log (scripts/eigen_topk_eer.py measures, so it is run by hand)
-python scripts/training_curve.py weights/side --every 1000 --out results/side_medium_training.md > /dev/null
+# the committed SIDE model's training log, and the worst case per defense (scripts/eigen_topk_eer.py,
+# side_report.py and zoo_table.py measure models, so they are run by hand)
+python scripts/training_curve.py weights/side --every 250 --out results/side_training.md > /dev/null
+python scripts/robust_summary.py --out results/robust_summary.md > /dev/null

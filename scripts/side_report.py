@@ -95,10 +95,12 @@ def main(argv=None):
     ap.add_argument("--data-home", default=None)
     ap.add_argument("--out-dir", default="results")
     ap.add_argument("--name", default="side", help="file prefix of the outputs")
+    ap.add_argument("--inference", default="sample", help="SIDE inference: sample | threshold")
     args = ap.parse_args(argv)
 
     rec = load_recognizer()
-    side = DEFENSES.get("side")(checkpoint=args.checkpoint, data_home=args.data_home)
+    side = DEFENSES.get("side")(checkpoint=args.checkpoint, data_home=args.data_home,
+                                inference=args.inference)
     pairs = load_pairs(args.dataset, args.protocol, data_home=args.data_home)
     if args.pairs:
         pairs = pairs.subset(args.pairs, 0)
@@ -126,7 +128,8 @@ def main(argv=None):
     side.reset_rng()
     clean_side = eer_of(rec, side, probes, gallery, same)
     side.reset_rng()
-    rows.append((side.row_name, clean_side, eer_of(rec, side, adv, gallery, same)))
+    label = side.row_name + ("" if args.inference == "sample" else f" ({args.inference})")
+    rows.append((label, clean_side, eer_of(rec, side, adv, gallery, same)))
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,7 +144,7 @@ def main(argv=None):
     fixed = [r for r in rows if r[0].startswith("top-")]
     for name, c, a in rows:
         dom = ""
-        if name == side.row_name:
+        if name == label:
             hits = [f[0] for f in fixed if f[1] <= c and f[2] <= a and (f[1], f[2]) != (c, a)]
             dom = ", ".join(hits) if hits else "no"
         lines.append(f"| {name} | {100 * c:.2f}% | {100 * a:.2f}% | {dom} |")

@@ -169,7 +169,7 @@ def test_committed_side_weights_load_and_keep_genuine_pairs(shared_data):
     defense = SIDE(checkpoint="weights", data_home=shared_data)
     assert defense.checkpoint_path == str(trainable.committed_dir("side") / "model.pt")
     assert defense.meta["protocol"] == "dev-test" and defense.meta["dtype"] == "float16"
-    assert defense.row_name == "side[medium,calibration=none]"
+    assert defense.row_name == "side[cpu]"
     rec = load_recognizer("dlib-resnet")
     xa, xb, same = _real_pairs(shared_data, 200)
     with torch.no_grad():

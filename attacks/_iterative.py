@@ -31,14 +31,23 @@ def ascend(attack, model, x: torch.Tensor, start: torch.Tensor, gallery_emb: tor
     ``g ← mu·g + ∇/‖∇‖₁`` instead of the current one. The direction is the threat's
     steepest-ascent unit step (sign for linf, ∇/‖∇‖₂ otherwise) and every iterate is projected
     onto the ball around the clean ``x`` intersected with [0, 1]. Returns the last iterate.
+
+    Cost: one forward + input-backward of ``model`` a step and nothing that waits on a value
+    (no ``.item()``/``bool()``: on a GPU the loop queues ahead). The step is scaled and summed
+    in place in the unit-step buffer the threat returns (and MI-FGSM's accumulator is updated
+    in place): IEEE products and sums commute, so the iterates are bit for bit those of
+    ``project(x_adv + alpha * unit)``, without its two image-sized temporaries a step.
     """
     project = attack.threat.projector(x)
+    normalize = attack.threat.normalize_step
     x_adv = start.detach()
     acc = torch.zeros_like(x) if mu is not None else None
     for _ in range(steps):
         _, grad = attack._gain_and_grad(model, x_adv, gallery_emb, dodge)
         if acc is not None:
-            acc = mu * acc + l1_normalize(grad)
-            grad = acc
-        x_adv = project(x_adv + alpha * attack.threat.normalize_step(grad))
+            grad = acc.mul_(mu).add_(l1_normalize(grad))
+        unit = normalize(grad)
+        if unit.data_ptr() == grad.data_ptr():  # a direction that is its input: keep acc
+            unit = unit.clone()
+        x_adv = project(unit.mul_(alpha).add_(x_adv))
     return x_adv.detach()

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from . import adv_cache
+from . import transfer
 from . import metrics as M
 from .attack import attacked_mask
 from .embed import embed_images, to_float
@@ -113,6 +114,12 @@ class Evaluation:
     source: Optional[tuple]
     rows: "_Rows"
     device: torch.device
+    carry: Any = None  # transfer.GeometryTransfer when the source crops the photos otherwise
+
+    @property
+    def attacker_images(self) -> np.ndarray:
+        """The crops the attack is crafted on: the source's own when its geometry differs."""
+        return self.images if self.carry is None else self.carry.source_images
 
 
 @dataclass
@@ -160,7 +167,7 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
     view = attacker_view(
         attack, adaptive=cfg.adaptive, eot_samples=cfg.eot_samples, source_label=cfg.source,
         source=ev.source, defense=ev.defense, defense_name=cfg.defense,
-        recognizer=ev.recognizer, defended=ev.defended, images=ev.images, idx_a=ev.idx_a,
+        recognizer=ev.recognizer, defended=ev.defended, images=ev.attacker_images, idx_a=ev.idx_a,
         idx_b=ev.idx_b, same=ev.same, clean_emb=clean.emb, clean_thr=clean.thr,
         batch_size=cfg.batch_size, device=plan.device, progress=cfg.progress)
     result = craft_stage(cfg, plan, ev, clean, view, attacked.numpy(), dodge.numpy())
@@ -213,17 +220,22 @@ def load_evaluation(cfg: RunConfig, plan: Plan) -> Evaluation:
            if plan.source is not None else None)
     aligner = plan.dataset.aligner(recognizer)
     images, idx_a, idx_b = pair_images(pairs, aligner, progress=cfg.progress)
+    carry = transfer.geometry_transfer(src, aligner, plan.dataset, pairs, images, cfg.progress)
     protocol = plan.dataset.row_protocol(plan.protocol, cfg.pairs_file)
     rows = _Rows(cfg, len(pairs.same), protocol, getattr(defense, "row_name", None))
     return Evaluation(pairs, images, idx_a, idx_b, np.asarray(pairs.same, dtype=bool), aligner,
-                      defense, recognizer, defended, src, rows, plan.device)
+                      defense, recognizer, defended, src, rows, plan.device, carry)
 
 
 def clean_stage(cfg: RunConfig, ev: Evaluation) -> Clean:
     """Clean metrics through the defended system, appended to the CSV before any attack."""
+    from .clean_cache import embed_clean  # embeddings keyed by crops, models and code
+
     t0 = time.perf_counter()
-    emb = embed_images(ev.defended, ev.images, cfg.batch_size, ev.device, "clean",
-                       cfg.progress)
+    emb, _ = embed_clean(ev.defended, ev.images, batch_size=cfg.batch_size, device=ev.device,
+                         recognizer_name=cfg.recognizer, defense_name=cfg.defense,
+                         defense_params=cfg.defense_params, defense=ev.defense,
+                         progress=cfg.progress, desc="clean", embed=embed_images)
     scores = M.cosine_similarity(emb[ev.idx_a], emb[ev.idx_b]).numpy()
     thr = M.best_threshold(scores, ev.same)
     metrics = verification_metrics(scores, ev.same, thr)
@@ -269,11 +281,11 @@ def craft_stage(cfg: RunConfig, plan: Plan, ev: Evaluation, clean: Clean, view: 
                                  cached is not None)
     for start in range(0, len(pick), cfg.batch_size):
         sel = pick[start:start + cfg.batch_size]
-        probe = to_float(ev.images[ev.idx_a[sel]], device)
+        probe = to_float(ev.attacker_images[ev.idx_a[sel]], device)
         if cached is not None:
             adv = torch.from_numpy(cached[start:start + len(sel)]).to(device)
         else:
-            extra = ({"gallery": to_float(ev.images[ev.idx_b[sel]], device)}
+            extra = ({"gallery": to_float(ev.attacker_images[ev.idx_b[sel]], device)}
                      if attack.needs_gallery_image else {})
             with torch.enable_grad():
                 adv = attack.perturb(view.target, probe,
@@ -282,9 +294,10 @@ def craft_stage(cfg: RunConfig, plan: Plan, ev: Evaluation, clean: Clean, view: 
                                      **extra)
             if key is not None:
                 crafted.append(adv.detach().cpu().numpy())
+        seen = adv if ev.carry is None else ev.carry(ev.idx_a[sel], probe, adv)
         with torch.no_grad():
-            adv_emb = ev.defended(adv).float()
-        if not torch.isfinite(adv).all() or not torch.isfinite(adv_emb).all():
+            adv_emb = ev.defended(seen).float()
+        if not torch.isfinite(seen).all() or not torch.isfinite(adv_emb).all():
             raise FacebenchError(f"attack {cfg.attack!r} produced NaN/inf images or embeddings")
         scores[sel] = M.cosine_similarity(adv_emb.cpu(), clean.emb[ev.idx_b[sel]]).numpy()
         l_inf, l_rel = M.perturbation_sizes(probe.cpu(), adv.detach().cpu())
@@ -315,6 +328,8 @@ def attacked_rows(cfg: RunConfig, plan: Plan, ev: Evaluation, clean: Clean, view
     pick = np.flatnonzero(res.attacked)
     flipped = np.where(res.dodge[pick], res.scores[pick] < thr, res.scores[pick] >= thr)
     metrics.update(attack.extra_metrics(success=flipped, l2=res.l2))
+    if ev.carry is not None:  # what carrying the source's perturbation did (bench/transfer.py)
+        metrics.update(ev.carry.metrics())
     return ev.rows.make(metrics, wall_s, attack=getattr(attack, "row_attack", cfg.attack),
                         threat_model=plan.threat.norm, budget=plan.threat.eps, goal=cfg.goal,
                         adaptive=view.label)
@@ -353,10 +368,7 @@ def _build_source(source, recognizer, cfg: RunConfig, device, plan: Plan):
     src = load_recognizer(name, device)
     src_defense = _defense_for(cfg, plan.dataset.held_out_protocol(plan.protocol), plan,
                                defense_name, {})
-    if getattr(src, "input_size", None) != getattr(recognizer, "input_size", None):
-        # the probes are the target's aligned crops; another geometry would need re-alignment
-        raise FacebenchError(f"source {name!r} takes another input size than {cfg.recognizer!r}; "
-                             "transfer between geometries is not supported yet")
+    # another geometry is carried through the shared photo (transfer.geometry_transfer)
     return src, src_defense
 
 

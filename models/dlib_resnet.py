@@ -7,6 +7,22 @@ exactly, including two details a naive port gets wrong: strided convolutions and
 no padding (dlib's default when stride != 1), and ``add_prev`` zero-extends the smaller
 tensor (top-left aligned) when the block output and the shortcut differ in size, which
 happens in the last two down-sampling blocks (3x3 + 4x4 and 1x1 + 2x2).
+
+Speed (``DlibResNet.fast``, on by default while no parameter needs a gradient): the reference
+chain run in channels_last memory format with the weights kept in that layout (no reorder per
+call) and every affine, ReLU and residual sum done in place on the convolution outputs. On the
+pixel-interleaved probes facebench's loader makes (:func:`facebench.embed.to_float`: NCHW
+shape, channels_last strides), the reference already ran these kernels, so embeddings and
+input gradients are bit for bit the reference's and earlier results reproduce exactly. Given
+contiguous NCHW (a user's own loader), it still runs channels_last — oneDNN's blocked kernels,
+and a stem max pool ~10x faster than NCHW's when its input needs a gradient — and rounding
+moves embeddings by ~1e-7. Input gradients come back in the input's own layout.
+``fold = True`` (opt-in) also folds each affine, and the input normalisation, into its
+convolution: faster again, embeddings still within 1e-6 of the reference, but every weight
+rounds differently and an L∞ PGD of 10 sign steps then ends on another (equally strong)
+trajectory, as a float64 run of the reference would; so it is not the default.
+``fast = False`` is the layer-by-layer reference. The packed weights are cached and rebuilt
+when a parameter is changed in place, moved or cast.
 """
 from __future__ import annotations
 
@@ -80,6 +96,30 @@ def add_prev(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1]))
 
     return extend(a) + extend(b)
+
+
+class _ChannelsLast(torch.autograd.Function):
+    """``x`` in channels_last, with its gradient handed back in ``x``'s own layout: callers
+    (attacks, plugins) keep getting contiguous NCHW input gradients, which they may ``view``."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.contiguous = x.is_contiguous()
+        return x.contiguous(memory_format=torch.channels_last)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous() if ctx.contiguous else grad
+
+
+def _add_prev_channels_last(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """:func:`add_prev` with a channels_last result: both summed into a zero tensor of the
+    larger shape (the same numbers: zero + a + b rounds like pad(a) + pad(b))."""
+    c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
+    out = a.new_zeros((a.shape[0], c, h, w)).contiguous(memory_format=torch.channels_last)
+    out[:, :a.shape[1], :a.shape[2], :a.shape[3]] += a
+    out[:, :b.shape[1], :b.shape[2], :b.shape[3]] += b
+    return out
 
 
 class Affine(nn.Module):
@@ -239,6 +279,12 @@ class DlibResNet(Recognizer):
                 raise FacebenchError(f"{path}: {key} has shape {got}, expected {want}")
         self.load_state_dict(state)
         self.eval()
+        #: channels_last forward with in-place ops, while no parameter needs a gradient
+        #: (see the module docstring); False: the layer-by-layer NCHW reference
+        self.fast = True
+        #: opt-in, with ``fast``: fold each affine (and the input normalisation) into its conv
+        self.fold = False
+        self._packed_cache: Optional[tuple] = None  # (key, packed weights, their sources)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != self.input_size:
@@ -246,9 +292,80 @@ class DlibResNet(Recognizer):
                 f"dlib-resnet expects N x 3 x 150 x 150 RGB in [0, 1] (a dlib face chip); "
                 f"got shape {tuple(x.shape)}"
             )
+        if self.fast and not (torch.is_grad_enabled()
+                              and any(p.requires_grad for p in self.parameters())):
+            return self._forward_fast(x)
         # dlib's input_rgb_image_sized: (pixel - mean) / 256 on 0..255 values
         x = (x * 255.0 - self.pixel_mean) / 256.0
         x = F.relu(self.stem.affine(self.stem.conv(x)))
         x = F.max_pool2d(x, 3, 2)
         x = self.blocks(x)
         return self.fc(x.mean(dim=(2, 3)))
+
+    # -- the fast path -----------------------------------------------------------------------
+    def _pack(self) -> list:
+        """Per conv (stem first, then each block's two): (weight in channels_last, weight,
+        bias, gamma, beta) of it and its affine, or with :attr:`fold` the conv's with the
+        affine folded in (and, for the stem, the input normalisation), gamma = beta = None."""
+        cl = torch.channels_last
+        pairs = [(self.stem.conv, self.stem.affine)] + [
+            pair for block in self.blocks
+            for pair in ((block.conv1, block.affine1), (block.conv2, block.affine2))]
+        if not self.fold:
+            return [(conv.weight.contiguous(memory_format=cl), conv.weight, conv.bias,
+                     affine.gamma.view(1, -1, 1, 1), affine.beta.view(1, -1, 1, 1))
+                    for conv, affine in pairs]
+        out = []
+        for conv, affine in pairs:
+            w = conv.weight * affine.gamma.view(-1, 1, 1, 1)
+            out.append([w, conv.bias * affine.gamma + affine.beta, None, None])
+        # conv(W, (255·x − m)/256) = conv(255/256·W, x) + b − Σ W·m/256: exact in real
+        # numbers for the stem, whose convolution is unpadded (every output sees all taps)
+        w, b = out[0][:2]
+        out[0][:2] = [w * (255.0 / 256.0),
+                      b - (w * self.pixel_mean.view(1, 3, 1, 1)).sum(dim=(1, 2, 3)) / 256.0]
+        return [(w.contiguous(memory_format=cl), w, b, g, e) for w, b, g, e in out]
+
+    def _packed(self) -> list:
+        tensors = list(self.parameters()) + [self.pixel_mean]
+        # an in-place change (load_state_dict, an optimizer step) bumps _version; .to() and
+        # .half() give new storage. The cache holds the storages it was packed from, so their
+        # addresses cannot be reused by other tensors while it lives (no ABA false hit).
+        # Not seen: in-place edits through ``.data``, which bypass the version counter.
+        key = [(t.data_ptr(), t._version, t.dtype, t.device) for t in tensors] + [self.fold]
+        if self._packed_cache is None or self._packed_cache[0] != key:
+            with torch.inference_mode(False), torch.no_grad():  # usable by autograd later
+                self._packed_cache = (key, self._pack(), [t.detach() for t in tensors])
+        return self._packed_cache[1]
+
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer chain of :meth:`forward` in channels_last, each op in place where
+        autograd allows it (conv outputs are not saved for backward); without :attr:`fold`
+        the same operations in the same order as the reference."""
+        packed = iter(self._packed())
+
+        def conv_affine(t, stride, padding):
+            w_cl, w, b, gamma, beta = next(packed)
+            if t.is_contiguous():  # a 1x1 map, contiguous in both layouts: the reference
+                # path's out-of-place ops hand it on with NCHW strides and PyTorch runs the
+                # NCHW kernel there; do the same (a tiny copy), so the roundings are equal
+                t = t.clone(memory_format=torch.contiguous_format)
+            else:
+                w = w_cl
+            t = F.conv2d(t, w, b, stride=stride, padding=padding)
+            return t if gamma is None else t.mul_(gamma).add_(beta)
+
+        x = _ChannelsLast.apply(x) if x.requires_grad else x.contiguous(
+            memory_format=torch.channels_last)
+        if not self.fold:  # (x·255 − mean)/256 with one temporary instead of three
+            x = x.mul(255.0).sub_(self.pixel_mean).div_(256.0)
+        x = F.max_pool2d(F.relu_(conv_affine(x, 2, 0)), 3, 2)
+        for block in self.blocks:
+            y = F.relu_(conv_affine(x, 2 if block.down else 1, 0 if block.down else 1))
+            y = conv_affine(y, 1, 1)
+            shortcut = F.avg_pool2d(x, 2, 2) if block.down else x
+            if y.shape == shortcut.shape:
+                x = F.relu_(y.add_(shortcut))  # y + shortcut rounds like shortcut + y
+            else:
+                x = F.relu_(_add_prev_channels_last(shortcut, y))
+        return F.linear(x.mean(dim=(2, 3)), self.fc.weight)

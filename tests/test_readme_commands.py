@@ -44,10 +44,13 @@ def test_list_shows_datasets_plugins_and_defaults():
     proc = cli("list")
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    for title in ("recognizers:", "datasets:", "defenses:", "attacks:", "table layouts:"):
+    for title in ("recognizers:", "aligners:", "datasets:", "defenses:", "attacks:",
+                  "table layouts:"):
         assert title in out
-    assert re.search(r"^  lfw-sample\s+100 LFW dev-test pairs", out, re.M)
-    assert re.search(r"^  pgd\s.*\[steps=40, step_size=None, random_start=True\]", out, re.M)
+    # the registered defaults are marked
+    assert re.search(r"^  lfw-sample\s+\(default\) 100 LFW dev-test pairs", out, re.M)
+    assert re.search(r"^  lfw\s+\(training default\) Labeled Faces", out, re.M)
+    assert re.search(r"^  pgd\s+\(default\) .*\[steps=40, step_size=None, random_start=True\]", out, re.M)
     assert re.search(r"^  art:<Name>\s", out, re.M) and re.search(r"^  side\s", out, re.M)
 
 

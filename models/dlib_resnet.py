@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facebench.errors import FacebenchError
-from facebench.recognizer import Recognizer
+from facebench.recognizer import Recognizer, load_checked_state
 from facebench.data.align import FixedCrop
 from facebench.registry import register_aligner, register_recognizer
 
@@ -271,13 +271,7 @@ class DlibResNet(Recognizer):
         self.fc = nn.Linear(256, 128, bias=False)
         self.register_buffer("pixel_mean", torch.zeros(1, 3, 1, 1))
         path = default_weights_path() if weights_path is None else weights_path
-        state, own = load_dlib_state_dict(path), self.state_dict()
-        for key in sorted(set(own) | set(state)):
-            if key not in state or key not in own or state[key].shape != own[key].shape:
-                got = tuple(state[key].shape) if key in state else "nothing"
-                want = tuple(own[key].shape) if key in own else "nothing"
-                raise FacebenchError(f"{path}: {key} has shape {got}, expected {want}")
-        self.load_state_dict(state)
+        load_checked_state(self, load_dlib_state_dict(path), path)
         self.eval()
         #: channels_last forward with in-place ops, while no parameter needs a gradient
         #: (see the module docstring); False: the layer-by-layer NCHW reference

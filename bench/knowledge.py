@@ -30,6 +30,9 @@ class AttackerView:
     threshold: float  # its accept/reject threshold
     label: str  # the ``adaptive`` column
     greybox: bool  # examples independent of the defense (so they may be cached)
+    #: transfer from a bare source: the examples are that recognizer's own grey-box ones
+    #: (same crops, gallery, threshold and seed), so they share its cache entries
+    examples_of: Optional[str] = None
 
 
 def _threshold(emb: torch.Tensor, idx_a, idx_b, same: np.ndarray) -> float:
@@ -48,8 +51,11 @@ def attacker_view(attack, *, adaptive: bool, eot_samples: Optional[int], source_
         target, _ = adaptive_target(src_defense, src, eot_samples)
         src_clean = src_defense.wrap(src).to(device).eval()
         emb = embed_images(src_clean, images, batch_size, device, "source", progress)
+        source_name, _, source_defense = str(source_label).partition("+")
         return AttackerView(target, emb, _threshold(emb, idx_a, idx_b, same),
-                            f"transfer:{source_label}", False)
+                            f"transfer:{source_label}", False,
+                            examples_of=None if source_defense not in ("", "none")
+                            else source_name)
     if adaptive:  # through the defense: plain gradients, BPDA and/or EOT as it needs
         target, label = adaptive_target(defense, recognizer, eot_samples)
         return AttackerView(target, clean_emb, clean_thr, label, False)

@@ -250,18 +250,26 @@ def clean_stage(cfg: RunConfig, ev: Evaluation) -> Clean:
 
 
 def _cached_examples(cfg: RunConfig, ev: Evaluation, attack, view: AttackerView, pick):
-    """(cache key, cached probes or None) for grey-box examples, which no defense changes."""
-    if not (view.greybox and cfg.adv_cache and attack.cacheable):
+    """(cache key, cached probes or None) for grey-box examples, which no defense changes,
+    and for transfer from a bare source, whose examples are the source's grey-box ones."""
+    if not (cfg.adv_cache and attack.cacheable):
         return None, None
+    if view.greybox:
+        name, module, aligner = cfg.recognizer, ev.recognizer, ev.aligner
+    elif view.examples_of is not None:
+        name, module = view.examples_of, ev.source[0]
+        aligner = ev.aligner if ev.carry is None else ev.carry.source_aligner
+    else:
+        return None, None
+    images = ev.attacker_images
     key = adv_cache.cache_key(
-        recognizer=cfg.recognizer, pairs_name=ev.pairs.name, paths_a=list(ev.pairs.paths_a),
-        paths_b=list(ev.pairs.paths_b), aligner_key=ev.aligner.key, attack=attack,
-        goal=cfg.goal, seed=cfg.seed, selected=pick, images_digest=images_digest(ev.images),
-        recognizer_module=ev.recognizer)
-    images = ev.images
+        recognizer=name, pairs_name=ev.pairs.name, paths_a=list(ev.pairs.paths_a),
+        paths_b=list(ev.pairs.paths_b), aligner_key=aligner.key, attack=attack,
+        goal=cfg.goal, seed=cfg.seed, selected=pick, images_digest=images_digest(images),
+        recognizer_module=module)
     cached = adv_cache.load(key, (len(pick), images.shape[3], *images.shape[1:3]))
     if cached is not None and cfg.progress:
-        print(f"reusing cached grey-box {cfg.attack} examples ({len(pick)} probes)")
+        print(f"reusing cached grey-box {cfg.attack} examples of {name} ({len(pick)} probes)")
     return key, cached
 
 

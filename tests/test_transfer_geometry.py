@@ -219,18 +219,37 @@ def test_the_runner_carries_a_cross_geometry_source(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     kw = dict(dataset="lfw-sample", pairs=4, attack="pgd", eps=0.04,
               attack_params={"steps": 2}, progress=False)
-    try:
-        df = facebench.run(recognizer="sface", source="dlib-resnet", out=None, **kw)
-    except FacebenchError as err:
-        if "not supported yet" in str(err):
-            pytest.skip("this runner refuses sources of another geometry")
-        raise
+    df = facebench.run(recognizer="sface", source="dlib-resnet", out=None, **kw)
     ref = evaluate_transfer("dlib-resnet", "sface", **kw)
     got = df[df.attack == "pgd"].set_index("metric")["value"]
     want = ref[ref.attack == "pgd"].set_index("metric")["value"]
     assert {"transfer_kept", "transfer_target_rel_l2"} <= set(got.index)
     common = got.index.intersection(want.index)
     assert np.allclose(got[common], want[common], equal_nan=True)
+
+
+def test_transfer_from_a_bare_source_reuses_its_grey_box_examples(tmp_path, monkeypatch,
+                                                                    capsys):
+    """The examples a transfer crafts on a bare source are that source's own grey-box ones
+    (its crops, gallery, threshold, seed), so a white-box run fills the cache a transfer
+    matrix reads; the rows equal those of a transfer crafted afresh."""
+    import facebench
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    kw = dict(dataset="lfw-sample", pairs=4, attack="pgd", eps=0.04,
+              attack_params={"steps": 2}, out=None)
+    facebench.run(recognizer="dlib-resnet", progress=False, **kw)
+    capsys.readouterr()
+    reused = facebench.run(recognizer="facenet", source="dlib-resnet", progress=True, **kw)
+    assert "reusing cached grey-box pgd examples of dlib-resnet (4 probes)" in \
+        capsys.readouterr().out
+    fresh = facebench.run(recognizer="facenet", source="dlib-resnet", progress=False,
+                          adv_cache=False, **kw)
+    value = lambda df: df.set_index(["attack", "metric"])["value"]  # noqa: E731
+    assert np.allclose(value(reused), value(fresh), equal_nan=True, rtol=0, atol=1e-7)
+    # a defended source is not the bare one: nothing is reused
+    facebench.run(recognizer="facenet", source="dlib-resnet+jpeg", progress=True, **kw)
+    assert "reusing cached" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", ["arcface-5pt", "dlib-5pt"])

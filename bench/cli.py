@@ -96,6 +96,10 @@ def _add_run(sub) -> None:
                    help="seeded, balanced subset of N pairs (default: all)")
     g.add_argument("--pairs-file", help="a dataset of your own crops: CSV path_a,path_b,same")
     g.add_argument("--image-root", help="folder the --pairs-file paths are relative to")
+    g.add_argument("--align", default=None, metavar="HOW",
+                   help="how images are cut for the recognizer: auto (default: the dataset's "
+                        "way), detect (find and align the face: raw photos), fixed (the "
+                        "recognizer's fixed LFW geometry) or a registered aligner")
     g.add_argument("--data-home", help="folder holding lfw_home/ (default: $FACEBENCH_DATA, "
                    "then the user cache dir)")
     g.add_argument("--no-download", action="store_true", help="never download missing data")

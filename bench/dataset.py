@@ -42,6 +42,12 @@ class Dataset:
     raw_frames: bool = True
     #: True when it needs no download (ships with facebench or is the user's own files)
     offline: bool = False
+    #: for detecting aligners (``--align detect``): which face of a photo is the subject
+    #: ("center" for frames centred on their subject, "largest" for everyday photos) and
+    #: whether a photo with no face found is cut by the aligner's fixed fallback geometry
+    #: (True) or reported and its pairs excluded (False)
+    face_pick: str = "largest"
+    no_face_fallback: bool = False
 
     def check_protocol(self, protocol: Optional[str]) -> Optional[str]:
         """``protocol`` validated (None: the default), before any data is touched."""
@@ -72,14 +78,23 @@ class Dataset:
         trained without that protocol's people may be evaluated here; None: not LFW."""
         return None
 
-    def aligner(self, recognizer):
-        """The crop ``recognizer`` gets from this dataset's images: its declared geometry on
-        raw photos, a plain resize of crops that are already aligned."""
-        from .data.align import ResizeOnly, recognizer_aligner
+    def aligner(self, recognizer, align: Optional[str] = None):
+        """The crop ``recognizer`` gets from this dataset's images. ``align`` None or
+        ``"auto"``: its declared geometry on raw photos, a plain resize of crops that are
+        already aligned; ``"detect"``, ``"fixed"`` or an aligner's name: that geometry
+        (``--align``), with this dataset's face pick and no-face rule."""
+        from .data.align import ResizeOnly, chosen_aligner, recognizer_aligner
 
+        if align not in (None, "auto"):
+            return chosen_aligner(recognizer, align, pick=self.face_pick,
+                                  fallback=self.no_face_fallback)
         if self.raw_frames:
             return recognizer_aligner(recognizer)
         return ResizeOnly(getattr(recognizer, "input_size", (150, 150)))
+
+    def auto_aligner_name(self, recognizer) -> str:
+        """The registered aligner ``--align auto`` uses for ``recognizer`` here."""
+        return getattr(recognizer, "alignment", "center") if self.raw_frames else "resize"
 
     def row_protocol(self, protocol: Optional[str], pairs_file=None) -> str:
         """What the ``protocol`` column of this run's rows says."""

@@ -51,6 +51,7 @@ class RunConfig:
     data_home: Optional[str] = None
     pairs_file: Optional[str] = None
     image_root: Optional[str] = None
+    align: Optional[str] = None  # None/"auto": the dataset's own; "detect", "fixed" or a name
     download: bool = True
     progress: bool = True
     adv_cache: bool = True
@@ -189,6 +190,10 @@ def validate(cfg: RunConfig) -> Plan:
     device = resolve_device(cfg.device)
     rec_cls = RECOGNIZERS.get(cfg.recognizer)
     dataset = load_dataset(cfg.dataset)
+    if cfg.align not in (None, "auto"):
+        from .data.align import aligner_name
+
+        aligner_name(rec_cls, cfg.align)  # declared by the recognizer, or registered
     protocol = resolve_protocol(dataset, cfg)
     attack = threat = None
     if cfg.attack != "none":

@@ -1,7 +1,7 @@
 """Base class of recognizers: pixel-space modules that map aligned faces to embeddings."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -34,6 +34,10 @@ class Recognizer(nn.Module):
     embedding_dim: int = 512
     #: name of the aligner geometry LFW photos are cropped with for this recognizer
     alignment: str = "center"
+    #: ``--align detect``: the aligner that finds the face itself (raw photos); None: none
+    detect_alignment: Optional[str] = None
+    #: ``--align fixed``: the aligner that cuts one fixed geometry of an LFW-like frame
+    fixed_alignment: Optional[str] = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

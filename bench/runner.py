@@ -62,12 +62,12 @@ class _Rows:
     """Builds tidy rows that share the run's identifying columns."""
 
     def __init__(self, cfg: RunConfig, n_pairs: int, protocol: str,
-                 defense_name: Optional[str] = None):
+                 defense_name: Optional[str] = None, recognizer_name: Optional[str] = None):
         self.base = dict(
             run_id=uuid.uuid4().hex[:12],
             started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             facebench_version=__version__, git_sha=git_sha(), dataset=cfg.dataset,
-            protocol=protocol, n_pairs=n_pairs, recognizer=cfg.recognizer,
+            protocol=protocol, n_pairs=n_pairs, recognizer=recognizer_name or cfg.recognizer,
             defense=defense_name or cfg.defense, seed=cfg.seed)
 
     def make(self, metrics: Dict[str, float], wall_s: float, attack="none", threat_model="none",
@@ -197,10 +197,41 @@ def run_protocol_attack(cfg: RunConfig, plan: Plan) -> pd.DataFrame:
     return _report(pd.DataFrame(emitted), cfg)
 
 
-def load_evaluation(cfg: RunConfig, plan: Plan) -> Evaluation:
+def _aligned_pairs(cfg: RunConfig, pairs, aligner):
+    """(pairs, crops, idx_a, idx_b): with a strict detecting aligner (``--align detect`` on
+    a user's photos), pairs holding a photo without a face are left out, in one line."""
+    from .data import pair_images, pair_images_with_faces
+
+    if getattr(aligner, "fallback", True):
+        return (pairs, *pair_images(pairs, aligner, progress=cfg.progress))
+    found = pair_images_with_faces(pairs, aligner, progress=cfg.progress)
+    if found.no_face:
+        shown = ", ".join(found.no_face[:3]) + (", ..." if len(found.no_face) > 3 else "")
+        kept = found.pairs.same
+        line = (f"align: no face found in {len(found.no_face)} of "
+                f"{len(pairs.unique_paths())} images ({shown}); {found.excluded} of "
+                f"{len(pairs)} pairs left out, {len(kept)} scored")
+        if kept.all() or not kept.any():
+            raise FacebenchError(f"{line}, which leaves no same and different pair to score")
+        print(line, file=sys.stderr)
+    return found.pairs, found.images, found.idx_a, found.idx_b
+
+
+def row_recognizer(cfg: RunConfig, dataset, recognizer) -> str:
+    """The ``recognizer`` column: the name, plus ``[align=NAME]`` when ``--align`` cut the
+    images otherwise than this dataset does by default (rows of other crops never mix)."""
+    if cfg.align in (None, "auto"):
+        return cfg.recognizer
+    from .data.align import aligner_name
+
+    name = aligner_name(recognizer, cfg.align)
+    return (cfg.recognizer if name == dataset.auto_aligner_name(recognizer)
+            else f"{cfg.recognizer}[align={name}]")
+
+
+def load_evaluation(cfg: RunConfig, plan: Plan, transfer_mode: str = "linear") -> Evaluation:
     """Pairs (checked against --pairs before any model loads), the defense, recognizer and
     transfer source, and the aligned crops of every distinct image."""
-    from .data import pair_images
 
     pairs = plan.dataset.pairs(plan.protocol, data_home=cfg.data_home, pairs_file=cfg.pairs_file,
                                image_root=cfg.image_root, download=cfg.download)
@@ -218,11 +249,13 @@ def load_evaluation(cfg: RunConfig, plan: Plan) -> Evaluation:
     # the transfer source is built before any row is written: its errors lose nothing
     src = (_build_source(plan.source, recognizer, cfg, plan.device, plan)
            if plan.source is not None else None)
-    aligner = plan.dataset.aligner(recognizer)
-    images, idx_a, idx_b = pair_images(pairs, aligner, progress=cfg.progress)
-    carry = transfer.geometry_transfer(src, aligner, plan.dataset, pairs, images, cfg.progress)
+    aligner = plan.dataset.aligner(recognizer, cfg.align)
+    pairs, images, idx_a, idx_b = _aligned_pairs(cfg, pairs, aligner)
+    carry = transfer.geometry_transfer(src, aligner, plan.dataset, pairs, images, cfg.progress,
+                                       mode=transfer_mode, align=cfg.align)
     protocol = plan.dataset.row_protocol(plan.protocol, cfg.pairs_file)
-    rows = _Rows(cfg, len(pairs.same), protocol, getattr(defense, "row_name", None))
+    rows = _Rows(cfg, len(pairs.same), protocol, getattr(defense, "row_name", None),
+                 row_recognizer(cfg, plan.dataset, recognizer))
     return Evaluation(pairs, images, idx_a, idx_b, np.asarray(pairs.same, dtype=bool), aligner,
                       defense, recognizer, defended, src, rows, plan.device, carry)
 

@@ -174,13 +174,14 @@ class GeometryTransfer:
 
 
 def geometry_transfer(source, target_aligner, dataset, pairs, target_images: np.ndarray,
-                      progress: bool = True, mode: str = "linear") -> Optional[GeometryTransfer]:
+                      progress: bool = True, mode: str = "linear",
+                      align: Optional[str] = None) -> Optional[GeometryTransfer]:
     """The runner's hook: a :class:`GeometryTransfer` when the transfer ``source`` (the
     runner's ``(recognizer, defense)`` or None) crops ``dataset``'s photos unlike
     ``target_aligner``; None otherwise (no source, or the same crops: plain transfer)."""
     if source is None:
         return None
-    source_aligner = dataset.aligner(source[0])
+    source_aligner = dataset.aligner(source[0], align)
     if source_aligner.key == target_aligner.key:
         return None
     return GeometryTransfer.for_pairs(pairs, source_aligner, target_aligner, target_images,
@@ -190,32 +191,12 @@ def geometry_transfer(source, target_aligner, dataset, pairs, target_images: np.
 # ---------------------------------------------------------------- a whole evaluation
 
 def _load(cfg, plan, mode: str):
-    """The runner's ``load_evaluation`` for a transfer run, any geometries allowed."""
+    """The runner's ``load_evaluation``, with the carry kept beside the evaluation (this
+    module's own craft loop also scores the source on what it crafted)."""
     from . import runner as R
-    from .data import pair_images
 
-    pairs = plan.dataset.pairs(plan.protocol, data_home=cfg.data_home, pairs_file=cfg.pairs_file,
-                               image_root=cfg.image_root, download=cfg.download)
-    if cfg.pairs is not None:
-        if cfg.pairs > len(pairs):
-            raise FacebenchError(f"--pairs {cfg.pairs} but {cfg.dataset} has only "
-                                 f"{len(pairs)} pairs")
-        pairs = pairs.subset(cfg.pairs, cfg.seed)
-    held_out = plan.dataset.held_out_protocol(plan.protocol)
-    defense = R._defense_for(cfg, held_out, plan)
-    recognizer = R.load_recognizer(cfg.recognizer, plan.device)
-    defended = defense.wrap(recognizer).to(plan.device).eval()
-    name, source_defense = plan.source
-    src = (R.load_recognizer(name, plan.device),
-           R._defense_for(cfg, held_out, plan, source_defense, {}))
-    aligner = plan.dataset.aligner(recognizer)
-    images, idx_a, idx_b = pair_images(pairs, aligner, progress=cfg.progress)
-    carry = geometry_transfer(src, aligner, plan.dataset, pairs, images, cfg.progress, mode)
-    rows = R._Rows(cfg, len(pairs.same), plan.dataset.row_protocol(plan.protocol, cfg.pairs_file),
-                   getattr(defense, "row_name", None))
-    ev = R.Evaluation(pairs, images, idx_a, idx_b, np.asarray(pairs.same, dtype=bool), aligner,
-                      defense, recognizer, defended, src, rows, plan.device)
-    return ev, carry
+    ev = R.load_evaluation(cfg, plan, transfer_mode=mode)
+    return replace(ev, carry=None), ev.carry
 
 
 def _craft(cfg, plan, ev, clean, view, carry, attacked: np.ndarray, dodge: np.ndarray):

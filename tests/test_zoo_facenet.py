@@ -18,6 +18,7 @@ from PIL import Image
 
 from facebench.errors import FacebenchError
 from facebench.models import facenet as fn
+from facebench.models import facenet_align as fa
 
 # max abs difference of the (unit-norm) embeddings; measured 2.2e-7 on these crops, so a
 # wrong layer (differences ~1e-2) cannot hide under it
@@ -114,7 +115,7 @@ def crops() -> np.ndarray:
     verify()
     rows = (HERE / "pairs.csv").read_text(encoding="utf-8").splitlines()[1:1 + SAMPLE_PAIRS]
     paths = [HERE / p for row in rows for p in row.split(",")[:2]]
-    align = fn.facenet_160()
+    align = fa.facenet_160()
     return np.stack([align(np.asarray(Image.open(p).convert("RGB"))) for p in paths])
 
 
@@ -137,7 +138,9 @@ def test_registered():
     assert "research" in cls.registry_description
     assert "CASIA-WebFace" in cls.__doc__
     assert (cls.input_size, cls.embedding_dim, cls.alignment) == ((160, 160), 512, "facenet-160")
-    assert ALIGNERS.get("facenet-160") is fn.facenet_160
+    assert ALIGNERS.get("facenet-160") is fa.facenet_160
+    assert (cls.detect_alignment, cls.fixed_alignment) == ("facenet-detect", "facenet-160")
+    assert ALIGNERS.get("facenet-detect") is fa.facenet_detect
     align = get_aligner(cls.alignment, cls.input_size)
     assert align.out_size == (160, 160) and align.key.startswith("crop")
 

@@ -162,3 +162,39 @@ def recognizer_aligner(recognizer) -> Aligner:
     """The geometry ``recognizer`` declares (``.alignment``) at its ``.input_size``."""
     size = getattr(recognizer, "input_size", (150, 150))
     return get_aligner(getattr(recognizer, "alignment", "center"), size)
+
+
+#: ``--align`` words besides a registered aligner's name
+ALIGN_WORDS = ("auto", "detect", "fixed")
+
+
+def _recognizer_name(recognizer) -> str:
+    return getattr(recognizer, "registry_name", None) or type(recognizer).__name__
+
+
+def aligner_name(recognizer, align: str) -> str:
+    """The registered aligner ``--align`` names for ``recognizer``: ``detect`` / ``fixed``
+    are the geometries the recognizer declares for each, anything else an aligner's name
+    (checked, with a did-you-mean)."""
+    if align in ("detect", "fixed"):
+        name = getattr(recognizer, f"{align}_alignment", None)
+        if not name:
+            raise FacebenchError(
+                f"recognizer {_recognizer_name(recognizer)} declares no --align {align} "
+                f"geometry; name a registered aligner instead (`facebench list`)")
+        return name
+    ALIGNERS.get(align)
+    return align
+
+
+def chosen_aligner(recognizer, align: str, pick: str = "center",
+                   fallback: bool = True) -> Aligner:
+    """The aligner ``--align`` picks for ``recognizer`` at its input size. A detecting
+    aligner takes ``pick`` (which face) and ``fallback`` (what a photo with no face gets:
+    a fixed geometry, or an error the loader reports); other aligners ignore both."""
+    import inspect
+
+    factory = ALIGNERS.get(aligner_name(recognizer, align))
+    accepted = inspect.signature(factory).parameters
+    options = {k: v for k, v in (("pick", pick), ("fallback", fallback)) if k in accepted}
+    return factory(getattr(recognizer, "input_size", (150, 150)), **options)

@@ -58,6 +58,14 @@ class ImageError(FacebenchError):
         return ImageError(name, self.before, self.after)
 
 
+class NoFaceError(ImageError):
+    """A detecting aligner found no face and has no fallback geometry: the loader either
+    names the file in this error or, asked to, leaves the image out and reports it."""
+
+    def named(self, name: str) -> "NoFaceError":
+        return NoFaceError(name, self.before, self.after)
+
+
 def _mega(n: int) -> str:
     return f"{round(n / 1e6, 1):g}"
 
@@ -179,13 +187,21 @@ def _read_cache(path: Path, expected_shape):
         return None  # absent, half-written or foreign file: rebuild it
     if arr.dtype != np.uint8 or arr.shape != expected_shape:
         return None
-    return (arr, index["files"]) if _valid_index(index, len(arr)) else None
+    if not _valid_index(index, len(arr)):
+        return None
+    no_face = index.get("no_face", [])
+    if not (isinstance(no_face, list) and all(isinstance(i, int) and 0 <= i < len(arr)
+                                              for i in no_face)):
+        return None
+    return arr, index["files"], set(no_face)
 
 
-def _write_cache(path: Path, arr: np.ndarray, files: list) -> None:
-    """The crops as ``.npy`` (``np.load`` still reads it), then the file index as JSON and a
-    16-byte footer, in one atomic write: crops and index can never disagree."""
-    blob = json.dumps({"version": _INDEX_VERSION, "files": files},
+def _write_cache(path: Path, arr: np.ndarray, files: list, no_face=()) -> None:
+    """The crops as ``.npy`` (``np.load`` still reads it), then the file index as JSON (with
+    the images a strict detecting aligner found no face in) and a 16-byte footer, in one
+    atomic write: crops and index can never disagree."""
+    blob = json.dumps({"version": _INDEX_VERSION, "files": files,
+                       "no_face": sorted(int(i) for i in no_face)},
                       separators=(",", ":")).encode()
 
     def write(fh) -> None:
@@ -241,14 +257,24 @@ def _each(pool, fn, indices, names, bar=None, chunk: int = 1) -> list:
     return results
 
 
-def _align(pool, files, names, indices, out, aligner, desc, progress) -> None:
-    """Decode and align ``files[i]`` into ``out[i]`` for each index."""
+def _align(pool, files, names, indices, out, aligner, desc, progress,
+           skip_no_face: bool = False) -> set:
+    """Decode and align ``files[i]`` into ``out[i]`` for each index; with ``skip_no_face``,
+    an image without a face gets a zero crop and its index is returned instead of raising."""
     if not indices:
-        return
+        return set()
     h, w = aligner.out_size
+    no_face = set()
 
     def work(i: int) -> None:
-        crop = aligner(load_image(files[i]))
+        try:
+            crop = aligner(load_image(files[i]))
+        except NoFaceError:
+            if not skip_no_face:
+                raise
+            out[i] = 0
+            no_face.add(i)  # set.add is atomic under the GIL
+            return
         if crop.shape != (h, w, 3) or crop.dtype != np.uint8:
             raise FacebenchError(
                 f"aligner {aligner.key} returned {crop.dtype} {crop.shape} for {names[i]}, "
@@ -258,27 +284,29 @@ def _align(pool, files, names, indices, out, aligner, desc, progress) -> None:
 
     with tqdm(total=len(indices), desc=desc, unit="img", disable=not progress) as bar:
         _each(pool, work, indices, names, bar)
+    return no_face
 
 
-def _cached(pool, paths, files, names, target, shape, align) -> np.ndarray:
+def _cached(pool, paths, files, names, target, shape, align):
     """Serve ``target`` while every file's fingerprint matches its index; re-decode only
-    files whose bytes changed (a moved fingerprint with equal sha256 keeps its crop)."""
+    files whose bytes changed (a moved fingerprint with equal sha256 keeps its crop).
+    Returns (crops, indices of images with no face)."""
     prints = _each(pool, lambda i: list(file_fingerprint(files[i])), range(len(paths)), names,
                    chunk=_CHUNK)
     found = _read_cache(target, shape)
-    crops, index = found if found else (np.empty(shape, dtype=np.uint8), None)
+    crops, index, no_face = found if found else (np.empty(shape, dtype=np.uint8), None, set())
     moved = [i for i in range(len(paths))
              if index is None or index[i][:4] != [paths[i], *prints[i]]]
     if not moved:
-        return crops
+        return crops, no_face
     shas = _each(pool, lambda i: file_sha256(files[i]), moved, names, chunk=_CHUNK)
     changed = [i for i, sha in zip(moved, shas) if index is None or sha != index[i][4]]
-    align(changed, crops)
+    no_face = (no_face - set(changed)) | align(changed, crops)
     index = index or [None] * len(paths)
     for i, sha in zip(moved, shas):
         index[i] = [paths[i], *prints[i], sha]
-    _write_cache(target, crops, index)
-    return crops
+    _write_cache(target, crops, index, no_face)
+    return crops, no_face
 
 
 def load_aligned(
@@ -296,21 +324,38 @@ def load_aligned(
     runs in a thread pool (PIL releases the GIL while decoding and resizing). A bad image's
     error names it as written, with its root. ``cache_dir=None`` disables the cache.
     """
+    crops, _ = load_aligned_faces(paths, aligner, cache_dir, cache_key, progress, root,
+                                  workers, skip_no_face=False)
+    return crops
+
+
+def load_aligned_faces(paths, aligner: Aligner, cache_dir, cache_key: str,
+                       progress: bool = True, root=None, workers: int | None = None,
+                       skip_no_face: bool = True):
+    """:func:`load_aligned` that, with ``skip_no_face``, keeps going past images a strict
+    detecting aligner finds no face in: returns (crops, sorted indices of those images,
+    whose crops are zero). Without it, the first such image is a :class:`NoFaceError`."""
     paths = [str(p) for p in paths]
     files = [_on_disk(p, None if root is None else os.fspath(root)) for p in paths]
     names = [p if root is None else f"{p} (in image root {root})" for p in paths]
     shape = (len(paths), *aligner.out_size, 3)
     pool = ThreadPoolExecutor(max_workers=workers or min(8, (os.cpu_count() or 1) + 1))
 
-    def align(indices, out) -> None:
-        _align(pool, files, names, indices, out, aligner, f"aligning {cache_key}", progress)
+    def align(indices, out) -> set:
+        return _align(pool, files, names, indices, out, aligner, f"aligning {cache_key}",
+                      progress, skip_no_face)
 
     try:
         if cache_dir is None:
-            out = np.empty(shape, dtype=np.uint8)
-            align(list(range(len(paths))), out)
-            return out
-        target = cache_file(paths, aligner, cache_dir, cache_key, root)
-        return _cached(pool, paths, files, names, target, shape, align)
+            crops = np.empty(shape, dtype=np.uint8)
+            no_face = align(list(range(len(paths))), crops)
+        else:
+            target = cache_file(paths, aligner, cache_dir, cache_key, root)
+            crops, no_face = _cached(pool, paths, files, names, target, shape, align)
+        if no_face and not skip_no_face:  # a cache written by a skipping run: say it now
+            first = min(no_face)
+            raise NoFaceError(names[first], "no face found in image ",
+                              f" (and {len(no_face) - 1} more)" if len(no_face) > 1 else "")
+        return crops, sorted(no_face)
     finally:  # on the first bad image, drop the queued work instead of decoding it all
         pool.shutdown(wait=True, cancel_futures=True)

@@ -45,6 +45,8 @@ class LFWSample(Dataset):
     protocols = ("dev-test",)
     default_protocol = "dev-test"
     offline = True
+    face_pick = "center"  # LFW frames, as in the lfw dataset
+    no_face_fallback = True
 
     def pairs(self, protocol, **_):
         verify()

@@ -243,7 +243,8 @@ def cmd_table(args) -> int:
                         filters=dict(
         dataset=args.dataset, protocol=args.protocol, recognizer=args.recognizer,
         threat_model=args.threat_model, budget=args.budget, goal=args.goal,
-        adaptive=args.adaptive, n_pairs=args.n_pairs))
+        adaptive=args.adaptive, n_pairs=args.n_pairs, attack=args.attack,
+        defense=args.defense))
     print(text)
     if out:
         print(f"\nwritten to {out}")
@@ -337,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", default=None,
                    help="markdown file to write (default: table_<metric>.md, or "
                    "table_<layout>_<metric>.md, beside --runs; '' to only print)")
-    for col in ("dataset", "protocol", "recognizer", "threat-model", "goal"):
+    for col in ("dataset", "protocol", "recognizer", "defense", "attack", "threat-model",
+                "goal"):
         t.add_argument(f"--{col}", help=f"keep rows with this {col}")
     t.add_argument("--adaptive", default="none",
                    help="attacker knowledge to tabulate: none (grey-box, default), through "

@@ -81,6 +81,8 @@ def filter_rows(df: pd.DataFrame, filters: Optional[Dict[str, object]] = None) -
             df = df[(df["attack"] == "none") | (df[col].astype(str) != "none")]
         elif col == "adaptive" and want == "through":
             df = df[(df["attack"] == "none") | df[col].astype(str).isin(THROUGH_DEFENSE)]
+        elif col == "attack":  # with the clean rows of the same runs
+            df = df[(df["attack"] == "none") | (df["attack"].astype(str) == str(want))]
         elif col in ("threat_model", "goal", "adaptive"):
             df = df[(df["attack"] == "none") | (df[col].astype(str) == str(want))]
         else:

@@ -86,6 +86,13 @@ def template_for(out_size) -> np.ndarray:
     return ARCFACE_TEMPLATE * s + [(w - TEMPLATE_SIZE * s) / 2, (h - TEMPLATE_SIZE * s) / 2]
 
 
+def eyes_mouth_y(template: np.ndarray, out_size) -> Tuple[float, float]:
+    """Where the template puts the eye line and the mouth line, as fractions of the crop's
+    height (what a sticker or mask placed on the face needs to know of this geometry)."""
+    h = _size(out_size)[0]
+    return float(template[:2, 1].mean() / h), float(template[3:, 1].mean() / h)
+
+
 def warp(img: np.ndarray, matrix: np.ndarray, out_size) -> np.ndarray:
     """``img`` through the 2x3 ``matrix`` (source -> crop pixels): bilinear, zero border, with
     an area-averaged integer pre-shrink when the map shrinks by more than 2x."""
@@ -152,6 +159,7 @@ class FivePointAligner(DetectingAligner):
                  detector: Optional[YuNet] = None):
         super().__init__(out_size, pick, fallback, detector)
         self.template = template_for(self.out_size)
+        self.eyes_mouth_y = eyes_mouth_y(self.template, self.out_size)
         h, w = self.out_size
         self.key = f"arcface5pt.v{VERSION}-{self.key_part()}-{h}x{w}-bilinear-zero"
 
@@ -231,6 +239,7 @@ class FixedFivePoint(Aligner):
     def __init__(self, out_size=(112, 112)):
         self.out_size = _size(out_size)
         self.template = template_for(self.out_size)
+        self.eyes_mouth_y = eyes_mouth_y(self.template, self.out_size)
         h, w = self.out_size
         self.key = f"arcfacefixed.v{VERSION}-lfwmedian-{h}x{w}-bilinear-zero"
 

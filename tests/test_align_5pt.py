@@ -174,6 +174,23 @@ def test_picks_the_centre_face_or_the_largest(images, detector):
     assert moved.max() < 8 and moved.mean() < 4  # the same face, up to YuNet's ~3 px noise
 
 
+def test_largest_skips_a_bigger_face_the_border_cuts(images, detector):
+    """An LFW frame with a bigger stranger cut by the frame's edge (dev-test's
+    Penelope_Cruz_0002 pattern): ``largest`` keeps the face wholly inside; with only cut
+    faces it still takes the largest."""
+    subject = images[1]
+    stranger = np.asarray(Image.fromarray(images[2]).resize((400, 400)))[75:325, 75:325]
+    canvas = np.concatenate([subject, stranger[:, :150]], axis=1)  # stranger cut at 400 px
+    faces = detector.detect(canvas)
+    cut = faces[:, 0] + faces[:, 2] > canvas.shape[1]
+    assert cut.any() and (~cut).any()
+    assert (faces[cut, 2] * faces[cut, 3]).max() > (faces[~cut, 2] * faces[~cut, 3]).max()
+    picked = choose(faces, canvas.shape, "largest")
+    assert picked[0] + picked[2] <= canvas.shape[1] and picked[0] + picked[2] / 2 < 250
+    only_cut = faces[cut]
+    assert choose(only_cut, canvas.shape, "largest") is not None
+
+
 def test_threads_give_the_same_crops(detector):
     """load_aligned runs the aligner in a thread pool: each thread has its own detector."""
     al = FivePointAligner(112, detector=detector)

@@ -82,8 +82,9 @@ class AdvHat(ProtocolAttack):
                                  f"got {self.init!r}")
 
     # -- pieces, usable on their own ------------------------------------------------------
-    def placement(self, crop_hw) -> S.Placement:
-        return S.forehead_placement(crop_hw, bend=self.bend, tilt=self.tilt)
+    def placement(self, crop_hw, eyes_mouth_y=None) -> S.Placement:
+        return S.forehead_placement(crop_hw, bend=self.bend, tilt=self.tilt,
+                                    eyes_mouth_y=eyes_mouth_y)
 
     def initial_sticker(self, place: S.Placement, seed: int = 0) -> torch.Tensor:
         hw = (place.height, place.width)
@@ -139,7 +140,7 @@ class AdvHat(ProtocolAttack):
         full = lfw_pairs(home, cfg.protocol)
         sel = selection.select(self, home, cfg.protocol, full, cfg.seed)
         aligner = aligner_for("lfw", ctx.recognizer)
-        place = self.placement(aligner.out_size)
+        place = self.placement(aligner.out_size, getattr(aligner, "eyes_mouth_y", None))
         cache = default_cache_dir()
 
         def crops(paths, key):

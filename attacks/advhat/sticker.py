@@ -31,6 +31,10 @@ from facebench.errors import FacebenchError
 #: the SIDE paper's sticker (H×W) on 112×112 ArcFace crops (Table 6)
 PAPER_STICKER = (20, 72)
 PAPER_CROP = 112
+#: eye line to mouth line in that crop: the ArcFace template's (51.6 -> 92.3 px)
+PAPER_EYES_TO_MOUTH = 40.7
+#: the sticker's lower edge above the eye line, in eye-to-mouth distances
+FOREHEAD_GAP = 0.21
 #: AdvHat's default off-plane parameters, scale-free: depth of the sticker's ends relative to
 #: its half width (their 0.0013 px⁻¹ on a 900 px wide sticker) and the lean-back angle
 ADVHAT_BEND = 0.585
@@ -62,7 +66,7 @@ class Placement:
 
 
 def forehead_placement(crop_hw: Sequence[int] = (150, 150), bend: float = ADVHAT_BEND,
-                       tilt: float = ADVHAT_TILT) -> Placement:
+                       tilt: float = ADVHAT_TILT, eyes_mouth_y=None) -> Placement:
     """The SIDE sticker scaled to a dlib-chip crop, centred on the forehead above the brows.
 
     Face scale: in the 150×150 dlib chips (``bench/data/align.py``) the mean LFW face has its
@@ -70,8 +74,22 @@ def forehead_placement(crop_hw: Sequence[int] = (150, 150), bend: float = ADVHAT
     35 and 41 px, so the face occupies the same share of both crops and 20×72 scales by
     150/112 to 27×96. Position: brows sit near y≈35, eyes y≈45, hairline y≈5–15 in those
     chips, so the flat sticker spans y 6–33 (centre 0.13·H), centred horizontally.
+
+    ``eyes_mouth_y``: a crop geometry that declares where its eye line and mouth line sit
+    (fractions of its height; an ArcFace template crop does) gets the sticker placed by its
+    face instead: scaled so that the paper's 20×72 sticker goes with the paper's 112 px
+    ArcFace crop (eye-to-mouth 40.7 px), its lower edge 0.21 eye-to-mouth distances above
+    the eye line -- where it sits in the dlib chips above (33 = 45 − 0.21·57).
     """
     h, w = (int(v) for v in crop_hw)
+    if eyes_mouth_y is not None:
+        eyes, mouth = (float(v) * h for v in eyes_mouth_y)
+        face = mouth - eyes
+        sh = int(round(PAPER_STICKER[0] * face / PAPER_EYES_TO_MOUTH))
+        sw = int(round(PAPER_STICKER[1] * face / PAPER_EYES_TO_MOUTH))
+        bottom = eyes - FOREHEAD_GAP * face
+        return Placement(cx=w / 2, cy=bottom - sh / 2, height=sh, width=sw, bend=bend,
+                         tilt=tilt)
     sh = int(round(PAPER_STICKER[0] * h / PAPER_CROP))
     sw = int(round(PAPER_STICKER[1] * w / PAPER_CROP))
     cy = round(0.04 * h) + sh / 2

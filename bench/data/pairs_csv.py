@@ -1,7 +1,8 @@
-"""A generic pairs dataset: a CSV ``path_a,path_b,same`` over a folder of aligned crops.
+"""A generic pairs dataset: a CSV ``path_a,path_b,same`` over a folder of crops or photos.
 
 This is how users benchmark on their own faces: no parser to write, just a CSV. The crops
-are assumed already aligned, so they only get resized to the recognizer's input. Image paths
+are taken as already aligned and only resized to the recognizer's input, unless ``--align``
+says otherwise (``detect``: raw photos, the face found and aligned). Image paths
 must stay inside the image root: a shared CSV cannot make a run read other files.
 """
 from __future__ import annotations

@@ -83,7 +83,9 @@ class EigenPurifier(Trainable, Defense):
         if basis.k < k:
             raise FacebenchError(f"{self.defense_name} model selects among {k} eigenfaces but "
                                  f"the basis has only {basis.k}")
-        self.model = model.eval()
+        # channels_last: the analyzer's full-resolution convolutions run 1.4x faster on CPU
+        # (measured, one thread: 0.154 -> 0.107 s per face; outputs within 3e-8)
+        self.model = model.eval().to(memory_format=torch.channels_last)
         for q in self.model.parameters():
             q.requires_grad_(False)
         self.basis = basis if basis.k == k else basis.truncate(k)
@@ -153,7 +155,7 @@ class EigenPurifier(Trainable, Defense):
     def purify_gray(self, y: torch.Tensor) -> torch.Tensor:
         """Gray [-1,1] faces -> their projections onto the selected eigenfaces."""
         with torch.no_grad():
-            p = self.model(y)
+            p = self.model(y.contiguous(memory_format=torch.channels_last))
             mask = self.masks(p)
         return self.basis.project(y, mask)
 

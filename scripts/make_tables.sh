@@ -30,7 +30,21 @@ facebench table --batch - <<'TABLES'
 --runs results/runs.csv --dataset lfw --recognizer dlib-resnet --protocol dev-test --n-pairs 50 --layout table4 --out results/table4_evolutionary_mse.md
 # AdvHat with 1000 training steps instead of the default 300 (its own runs CSV)
 --runs results/advhat_steps1000/runs.csv --dataset lfw --recognizer dlib-resnet --protocol dev-test --n-pairs 962 --layout table6 --out results/advhat_steps1000/table6.md
+# the recognizer zoo: 10-fold accuracy per alignment, raw photos through --align detect vs the
+# LFW protocol on the same dev-test pairs, Table 1 per recognizer, the transfer matrices
+--runs results/runs.csv --layout recognizer-attack --dataset lfw --protocol 10-fold --n-pairs 6000 --defense none --attack none --metric accuracy_10fold --out results/table_zoo_10-fold_accuracy.md
+--runs results/runs.csv --layout recognizer-attack --dataset lfw --protocol dev-test --n-pairs 1000 --defense none --attack none --out results/table_zoo_dev-test_clean_eer.md
+--runs results/runs.csv --layout recognizer-attack --dataset pairs --protocol devtest.csv --n-pairs 1000 --defense none --attack none --out results/table_zoo_raw_photos_eer.md
+--runs results/runs.csv --layout recognizer-attack --dataset lfw --protocol dev-test --n-pairs 200 --defense none --threat-model rel-l2 --budget 0.04 --goal pair --out results/table_zoo_dev-test200_eer.md
+--runs results/runs.csv --layout transfer-matrix --dataset lfw --protocol dev-test --n-pairs 200 --defense none --attack pgd --threat-model rel-l2 --budget 0.04 --goal pair --metric asr --out results/table_transfer_matrix_pgd_asr.md
+--runs results/runs.csv --layout transfer-matrix --dataset lfw --protocol dev-test --n-pairs 200 --defense none --attack pgd --threat-model rel-l2 --budget 0.04 --goal pair --metric eer --out results/table_transfer_matrix_pgd_eer.md
+--runs results/runs.csv --layout transfer-matrix --dataset lfw --protocol dev-test --n-pairs 200 --defense none --attack mi-fgsm --threat-model rel-l2 --budget 0.04 --goal pair --metric asr --out results/table_transfer_matrix_mi-fgsm_asr.md
+--runs results/runs.csv --layout transfer-matrix --dataset lfw --protocol dev-test --n-pairs 200 --defense none --attack mi-fgsm --threat-model rel-l2 --budget 0.04 --goal pair --metric eer --out results/table_transfer_matrix_mi-fgsm_eer.md
 TABLES
+# heatmaps of the two ASR matrices, from the same cells
+for attack in pgd mi-fgsm; do
+  python scripts/transfer_heatmap.py --runs results/runs.csv --attack "$attack" --metric asr --dataset lfw --protocol dev-test --n-pairs 200 --threat-model rel-l2 --budget 0.04 --goal pair --out "results/transfer_matrix_${attack}_asr.png" > /dev/null
+done
 # the committed SIDE model's training log, and the worst case per defense (scripts/eigen_topk_eer.py,
 # side_report.py and zoo_table.py measure models, so they are run by hand)
 python scripts/training_curve.py weights/side --every 250 --out results/side_training.md > /dev/null

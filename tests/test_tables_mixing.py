@@ -172,3 +172,42 @@ def test_table_batch_renders_each_line_and_checks_all_lines_first(tmp_path):
     r = run_cli("table", "--batch", str(batch))
     assert r.returncode == 2 and "line 2: bad table options" in r.stderr
     assert not (tmp_path / "a.md").exists()
+
+
+# ---------------------------------------------------------------- layouts across recognizers
+
+def _transfer_rows():
+    """White-box and transfer rows of two recognizers, PGD asr, plus rows that must stay
+    out: a defended source, another budget."""
+    rows = []
+    for i, (rec, adaptive, value) in enumerate([
+            ("a", "none", 1.0), ("b", "none", 0.9), ("b", "transfer:a", 0.3),
+            ("a", "transfer:b", 0.2), ("b", "transfer:a+jpeg", 0.05)]):
+        rows += _run(f"r{i}", i + 1, 0.02, value, dict(PGD, adaptive=adaptive),
+                     recognizer=rec, metric="asr")
+    rows += _run("other", 9, 0.02, 0.5, dict(PGD, budget=0.01), recognizer="b", metric="asr")
+    return rows
+
+
+def test_transfer_matrix_puts_white_box_on_the_diagonal_and_bare_sources_elsewhere(tmp_path):
+    out = tmp_path / "runs.csv"
+    append_rows(out, _transfer_rows())
+    with pytest.raises(FacebenchError, match=r"budget \(0.01, 0.04\)"):
+        render_table(str(out), "transfer-matrix", "asr", filters={"attack": "pgd"})
+    md = render_table(str(out), "transfer-matrix", "asr", filters={"attack": "pgd",
+                                                                   "budget": 0.04})
+    body = [ln for ln in md.splitlines() if ln.startswith("| `")]
+    assert body == ["| `a` | 100.00% | 30.00% |", "| `b` | 20.00% | 90.00% |"]
+    assert "attack=pgd" in md and "budget=0.04" in md
+
+
+def test_recognizer_attack_layout_is_table_1_per_recognizer(tmp_path):
+    out = tmp_path / "runs.csv"
+    append_rows(out, _run("a", 1, 0.02, 1.0, recognizer="a")
+                + _run("b", 2, 0.01, 0.8, recognizer="b[align=x]")
+                + _run("c", 3, 0.04, 0.7, recognizer="c", defense="jpeg"))
+    with pytest.raises(FacebenchError, match="several defenses .* --defense"):
+        render_table(str(out), "recognizer-attack")
+    md = render_table(str(out), "recognizer-attack", filters={"defense": "none"})
+    body = [ln for ln in md.splitlines() if ln.startswith("| `")]
+    assert body == ["| `a` | 2.00% | 100.00% |", "| `b[align=x]` | 1.00% | 80.00% |"]

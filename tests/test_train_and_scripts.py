@@ -230,10 +230,13 @@ def test_make_tables_regenerates_the_committed_tables(tmp_path):
     bindir = Path(sys.executable).parent  # the `facebench` and `python` of this environment
     assert (bindir / "facebench").is_file(), f"no facebench entry point next to {sys.executable}"
     root = _copy_checkout(tmp_path, "make_tables.sh", "training_curve.py", "robust_summary.py",
-                          results=True,
-                          side_log=True)
+                          "transfer_heatmap.py", results=True, side_log=True)
     for md in (root / "results").rglob("*.md"):
         md.unlink()
+    heatmaps = sorted((root / "results").glob("transfer_matrix_*.png"))
+    assert heatmaps, "no committed transfer heatmaps"
+    for png in heatmaps:
+        png.unlink()
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
     r = subprocess.run([bash, str(root / "scripts" / "make_tables.sh")], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=270)
@@ -255,6 +258,8 @@ def test_make_tables_regenerates_the_committed_tables(tmp_path):
                                    "results/zoo_clean.md"}
     assert (root / "results" / "runs.csv").read_bytes() == \
         (REPO / "results" / "runs.csv").read_bytes()
+    for png in heatmaps:  # drawn again from the rows (bytes depend on matplotlib's version)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 
 def test_committed_readme_tables_are_in_sync_with_results(tmp_path):

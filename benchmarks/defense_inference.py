@@ -16,7 +16,6 @@ import copy
 import statistics
 import time
 
-import numpy as np
 import torch
 
 

@@ -28,6 +28,8 @@ facebench table --batch - <<'TABLES'
 --runs results/runs.csv --dataset lfw --recognizer dlib-resnet --protocol dev-test --n-pairs 100 --threat-model linf --budget 0.5 --goal pair --metric asr --out results/table_library_backends_asr.md
 --runs results/runs.csv --dataset lfw --recognizer dlib-resnet --protocol dev-test --n-pairs 962 --layout table6 --out results/table6_advhat.md
 --runs results/runs.csv --dataset lfw --recognizer dlib-resnet --protocol dev-test --n-pairs 50 --layout table4 --out results/table4_evolutionary_mse.md
+# AdvHat on sface (ArcFace family, the paper's recognizer family; sticker placed by the crop's eye and mouth lines)
+--runs results/runs.csv --dataset lfw --recognizer sface --protocol dev-test --n-pairs 962 --layout table6 --out results/table6_advhat_sface.md
 # AdvHat with 1000 training steps instead of the default 300 (its own runs CSV)
 --runs results/advhat_steps1000/runs.csv --dataset lfw --recognizer dlib-resnet --protocol dev-test --n-pairs 962 --layout table6 --out results/advhat_steps1000/table6.md
 # the recognizer zoo: 10-fold accuracy per alignment, raw photos through --align detect vs the

@@ -211,6 +211,37 @@ def test_inference_sample_is_reproducible_for_a_fixed_seed():
     assert not torch.equal(second, out)  # the stream moves on between calls
 
 
+def test_eot_draws_on_one_batch_run_the_analyzer_once_with_the_same_outputs():
+    """EOT calls the purifier n times on one unchanged batch: only the antibody draw is
+    random, so the analyzer runs once; the draws equal those of a purifier that recomputes,
+    and an in-place change of the batch (an attack step) recomputes."""
+    from facebench.adaptive import adaptive_target
+
+    x = torch.rand(3, 3, 24, 24)
+    cached, fresh = _defense("sample"), _defense("sample")
+    calls = []
+    cached.model.analyzer.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        got = [cached(x) for _ in range(4)]
+        want = []
+        for _ in range(4):
+            fresh._last_input = None  # forget: recompute every time
+            want.append(fresh(x))
+    assert len(calls) == 1 and all(torch.equal(g, w) for g, w in zip(got, want))
+    assert not torch.equal(got[0], got[1])  # still independent draws
+    with torch.no_grad():
+        x.add_(0.01)  # in place, as the attack step
+        cached(x)
+        cached(x.clone())  # other storage: other pixels as far as it can tell
+    assert len(calls) == 3
+    # through the real adaptive target (BPDA + EOT, gradients on): one analyzer pass per call
+    target, label = adaptive_target(cached, nn.Flatten(), 8)
+    assert label == "bpda+eot"
+    probe = torch.rand(2, 3, 24, 24, requires_grad=True)
+    target(probe).sum().backward()
+    assert len(calls) == 4 and probe.grad is not None
+
+
 def test_inference_threshold_is_deterministic_and_train_mode_is_ignored():
     x = torch.rand(2, 3, 24, 24)
     d = _defense("threshold")

@@ -99,6 +99,7 @@ class EigenPurifier(Trainable, Defense):
         self.clamp = bool(clamp)
         self.meta = dict(meta)
         self.row_name = self.defense_name + self.variant_suffix(path)
+        self._last_input = None  # (input, its version, its selection probabilities)
         self.reset_rng()
 
     def variant_suffix(self, model_path) -> str:
@@ -152,17 +153,42 @@ class EigenPurifier(Trainable, Defense):
             return sample_antibodies(p, 1, self.generator)[:, 0]
         return threshold_antibody(p, "half" if self.inference == "threshold" else "mean")
 
-    def purify_gray(self, y: torch.Tensor) -> torch.Tensor:
-        """Gray [-1,1] faces -> their projections onto the selected eigenfaces."""
+    def purify_gray(self, y: torch.Tensor, p: torch.Tensor | None = None) -> torch.Tensor:
+        """Gray [-1,1] faces -> their projections onto the selected eigenfaces (``p``: the
+        selection probabilities of ``y`` when already known)."""
         with torch.no_grad():
-            p = self.model(y.contiguous(memory_format=torch.channels_last))
+            if p is None:
+                p = self.model(y.contiguous(memory_format=torch.channels_last))
             mask = self.masks(p)
         return self.basis.project(y, mask)
+
+    def _known_selection(self, x: torch.Tensor):
+        """The selection probabilities of the last input when ``x`` holds the same pixels:
+        EOT calls the purifier several times on one unchanged batch, and only the antibody
+        draw is random, so the analyzer (most of the cost) runs once. Same storage, offset,
+        shape, strides and version counter means the same pixels: the last input is held, so
+        its memory cannot be reused by another tensor, and an in-place step bumps the version."""
+        last = self._last_input
+        if last is None:
+            return None
+        held, version, p = last
+        same = (held.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+                and held.data_ptr() == x.data_ptr() and held.shape == x.shape
+                and held.stride() == x.stride() and x._version == version
+                and held.dtype == x.dtype and held.device == x.device)
+        return p if same else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = tuple(x.shape[-2:])
         y = rgb_to_face(x, self.face_size)
-        out = face_to_rgb(self.purify_gray(y), size).contiguous()
+        # inference tensors (the clean pass) keep no version counter, and see each batch once
+        reuse = not torch.is_grad_enabled() and not x.is_inference()
+        p = self._known_selection(x) if reuse else None
+        if p is None:
+            with torch.no_grad():
+                p = self.model(y.contiguous(memory_format=torch.channels_last))
+            self._last_input = (x.detach(), x._version, p) if reuse else None
+        out = face_to_rgb(self.purify_gray(y, p), size).contiguous()
         return out.clamp(0.0, 1.0) if self.clamp else out
 
     def extra_repr(self) -> str:

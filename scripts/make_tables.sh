@@ -15,6 +15,7 @@ facebench table --batch - <<'TABLES'
 --runs results/runs.csv --dataset lfw --recognizer dlib-resnet --protocol dev-test --n-pairs 200 --threat-model rel-l2 --budget 0.04 --goal pair --out results/table_dev-test_greybox200_eer.md
 --runs results/runs.csv --dataset lfw --recognizer dlib-resnet --protocol dev-test --n-pairs 200 --adaptive through --threat-model rel-l2 --budget 0.04 --goal pair --out results/table_dev-test_adaptive200_eer.md
 --runs results/runs.csv --dataset lfw --recognizer dlib-resnet --protocol dev-test --n-pairs 20 --adaptive through --threat-model rel-l2 --budget 0.04 --goal pair --out results/table_dev-test_adaptive20_eer.md
+--runs results/runs.csv --dataset lfw --recognizer dlib-resnet --protocol dev-test --n-pairs 20 --adaptive through --threat-model linf --budget 8 --goal pair --out results/table_dev-test_adaptive20_linf_eer.md
 # Table 7 (a*), Tables 8 and 10 (trained SIDE variants): 200 pairs (CPU time)
 --runs results/runs.csv --dataset lfw --recognizer dlib-resnet --protocol dev-test --n-pairs 200 --adaptive 'a*' --threat-model rel-l2 --budget 0.04 --goal pair --out results/table7_a-star_eer.md
 --runs results/runs.csv --dataset lfw --recognizer dlib-resnet --protocol dev-test --n-pairs 200 --threat-model rel-l2 --budget 0.04 --goal pair --layout side-ablation --out results/table8_side-ablation_eer.md

@@ -124,6 +124,11 @@ def _add_run(sub) -> None:
     a.add_argument("--source", metavar="RECOGNIZER[+DEFENSE]",
                    help="transfer: craft on this registered recognizer (optionally behind a "
                    "defense), evaluate on --recognizer with --defense")
+    a.add_argument("--transfer-mode", default="linear", choices=("linear", "photo"),
+                   help="--source of another crop geometry: carry the source crop's "
+                        "perturbation through the photo into the target's crop (linear, "
+                        "default), or save the adversarial photo and let the target's own "
+                        "aligner (detector included) crop it (photo)")
     a.add_argument("--minimal-eps", action="store_true",
                    help="binary-search the smallest successful budget per probe up to --eps; "
                    "adds median_min_eps")

@@ -51,7 +51,8 @@ def attacker_view(attack, *, adaptive: bool, eot_samples: Optional[int], source_
         target, _ = adaptive_target(src_defense, src, eot_samples)
         src_clean = src_defense.wrap(src).to(device).eval()
         emb = embed_images(src_clean, images, batch_size, device, "source", progress)
-        source_name, _, source_defense = str(source_label).partition("+")
+        # "recognizer[+defense][@photo]": the carry does not change what was crafted
+        source_name, _, source_defense = str(source_label).split("@")[0].partition("+")
         return AttackerView(target, emb, _threshold(emb, idx_a, idx_b, same),
                             f"transfer:{source_label}", False,
                             examples_of=None if source_defense not in ("", "none")

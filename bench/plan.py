@@ -40,6 +40,7 @@ class RunConfig:
     adaptive: bool = False
     eot_samples: Optional[int] = None
     source: Optional[str] = None  # transfer: craft on "recognizer[+defense]", evaluate on ours
+    transfer_mode: str = "linear"  # another geometry: carry the crop's delta, or re-align
     minimal_eps: bool = False  # binary-search the smallest successful eps per probe
     minimal_eps_steps: int = 10  # bisection rounds of --minimal-eps
     attack_params: Dict[str, Any] = field(default_factory=dict)
@@ -216,6 +217,11 @@ def validate(cfg: RunConfig) -> Plan:
                              f"({attack.knowledge}); drop --adaptive / --source")
     if source is not None and (attack is None or not attack.gradient_based):
         raise FacebenchError("--source (transfer) needs a gradient attack to craft on the source")
+    if cfg.transfer_mode not in ("linear", "photo"):
+        raise FacebenchError(f"--transfer-mode must be linear or photo, got {cfg.transfer_mode!r}")
+    if cfg.transfer_mode != "linear" and source is None:
+        raise FacebenchError("--transfer-mode photo needs --source (it says how a transfer "
+                             "reaches the target's crop)")
     if source is not None and cfg.adaptive:
         raise FacebenchError("--source crafts on another model; it cannot be --adaptive too")
     if cfg.out:

@@ -165,7 +165,8 @@ def run(cfg: RunConfig | None = None, **overrides) -> pd.DataFrame:
     attacked, dodge = attacked_mask(cfg.goal, torch.from_numpy(ev.same))
     attack.bind(defense=ev.defense, data_home=cfg.data_home)
     view = attacker_view(
-        attack, adaptive=cfg.adaptive, eot_samples=cfg.eot_samples, source_label=cfg.source,
+        attack, adaptive=cfg.adaptive, eot_samples=cfg.eot_samples,
+        source_label=transfer.source_label(cfg.source, ev.carry),
         source=ev.source, defense=ev.defense, defense_name=cfg.defense,
         recognizer=ev.recognizer, defended=ev.defended, images=ev.attacker_images, idx_a=ev.idx_a,
         idx_b=ev.idx_b, same=ev.same, clean_emb=clean.emb, clean_thr=clean.thr,
@@ -229,7 +230,8 @@ def row_recognizer(cfg: RunConfig, dataset, recognizer) -> str:
             else f"{cfg.recognizer}[align={name}]")
 
 
-def load_evaluation(cfg: RunConfig, plan: Plan, transfer_mode: str = "linear") -> Evaluation:
+def load_evaluation(cfg: RunConfig, plan: Plan, transfer_mode: Optional[str] = None
+                    ) -> Evaluation:
     """Pairs (checked against --pairs before any model loads), the defense, recognizer and
     transfer source, and the aligned crops of every distinct image."""
 
@@ -252,7 +254,7 @@ def load_evaluation(cfg: RunConfig, plan: Plan, transfer_mode: str = "linear") -
     aligner = plan.dataset.aligner(recognizer, cfg.align)
     pairs, images, idx_a, idx_b = _aligned_pairs(cfg, pairs, aligner)
     carry = transfer.geometry_transfer(src, aligner, plan.dataset, pairs, images, cfg.progress,
-                                       mode=transfer_mode, align=cfg.align)
+                                       mode=transfer_mode or cfg.transfer_mode, align=cfg.align)
     protocol = plan.dataset.row_protocol(plan.protocol, cfg.pairs_file)
     rows = _Rows(cfg, len(pairs.same), protocol, getattr(defense, "row_name", None),
                  row_recognizer(cfg, plan.dataset, recognizer))

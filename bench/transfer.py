@@ -173,6 +173,15 @@ class GeometryTransfer:
                 "transfer_photo_l2": mean(self._photo_l2)}
 
 
+def source_label(source: Optional[str], carry: Optional["GeometryTransfer"]) -> Optional[str]:
+    """What follows ``transfer:`` in the ``adaptive`` column: the source, plus ``@photo``
+    when the adversarial photo was re-aligned by the target (the default carry, ``linear``,
+    is the plain label), so rows of the two carries never share a cell."""
+    if source is None or carry is None or carry.mode == "linear":
+        return source
+    return f"{source}@{carry.mode}"
+
+
 def geometry_transfer(source, target_aligner, dataset, pairs, target_images: np.ndarray,
                       progress: bool = True, mode: str = "linear",
                       align: Optional[str] = None) -> Optional[GeometryTransfer]:

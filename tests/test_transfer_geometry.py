@@ -252,6 +252,30 @@ def test_transfer_from_a_bare_source_reuses_its_grey_box_examples(tmp_path, monk
     assert "reusing cached" not in capsys.readouterr().out
 
 
+def test_photo_mode_from_the_cli_is_its_own_knowledge_label(tmp_path, monkeypatch):
+    """``--transfer-mode photo``: the adversarial photo is rounded and re-cut by the target's
+    aligner (YuNet included); its rows say ``@photo``, so they never share a cell with the
+    linear carry, and the examples are still the source's cached grey-box ones."""
+    from clitools import run_cli
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "runs.csv"
+    base = ("run", "--pairs", "4", "--attack", "pgd", "--steps", "2", "--out", out, "--quiet")
+    r = run_cli(*base, "--transfer-mode", "photo")
+    assert r.returncode != 0 and "--transfer-mode photo needs --source" in r.stderr
+    for mode in ("linear", "photo"):
+        r = run_cli(*base, "--recognizer", "sface", "--source", "dlib-resnet",
+                    "--transfer-mode", mode)
+        assert r.returncode == 0, r.stderr
+    from facebench.results import read_runs
+
+    rows = read_runs(str(out))
+    adv = rows[rows.attack == "pgd"]
+    assert set(adv["adaptive"]) == {"transfer:dlib-resnet", "transfer:dlib-resnet@photo"}
+    kept = adv[adv.metric == "mean_rel_l2"].set_index("adaptive")["value"]
+    assert kept["transfer:dlib-resnet"] == kept["transfer:dlib-resnet@photo"]  # same examples
+
+
 @pytest.mark.parametrize("name", ["arcface-5pt", "dlib-5pt"])
 def test_large_photos_take_the_area_pre_shrink_in_the_map_too(frames, aligners, name):
     """A 750 px photo makes both 5-point aligners shrink the face by more than 2x, so they

@@ -65,7 +65,8 @@ def transfer_cells(df: pd.DataFrame, metric: str, filters: Dict[str, object]
     crafted = source.where(~source.str.startswith("transfer:"),
                            source.str.slice(len("transfer:")))
     bare = (source == "none") | (source.str.startswith("transfer:")
-                                 & ~crafted.str.contains("+", regex=False))
+                                 & ~crafted.str.contains("+", regex=False)
+                                 & ~crafted.str.contains("@", regex=False))
     rows = rows[bare].assign(source=crafted[bare].where(source[bare] != "none",
                                                         rows.loc[bare, "recognizer"]))
     rows = rows.assign(adaptive="matrix")  # diagonal and transfers are one table here

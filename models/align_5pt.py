@@ -258,7 +258,7 @@ class FixedFivePoint(Aligner):
 
 @register_aligner("arcface-5pt")
 def arcface_5pt(out_size=(112, 112), pick: str = "center", fallback: bool = True) -> Aligner:
-    """YuNet 5 landmarks -> ArcFace 112 template (similarity); face nearest the centre"""
+    """YuNet 5 landmarks -> ArcFace 112 template (similarity); LFW: centre face, photos: largest"""
     return FivePointAligner(out_size, pick, fallback)
 
 
@@ -270,5 +270,5 @@ def arcface_fixed(out_size=(112, 112)) -> Aligner:
 
 @register_aligner("dlib-5pt")
 def dlib_5pt(out_size=(150, 150), pick: str = "center", fallback: bool = True) -> Aligner:
-    """dlib's 150 px face chip (ported 5-point predictor) from a YuNet box; centre face"""
+    """dlib's 150 px face chip (ported 5-point predictor) from a YuNet box (face as arcface-5pt)"""
     return DlibChipAligner(out_size, pick, fallback)

@@ -99,8 +99,10 @@ class Evolutionary(Attack):
                 value = [int(v) for v in value.replace(";", ",").split(",") if v.strip()]
             except ValueError:
                 value = None
-        elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        elif isinstance(value, (int, float, np.integer)) and not isinstance(value, bool):
             value = [value]
+        if isinstance(value, (list, tuple)):  # the CLI reads 1000 and 500,1000 as numbers
+            value = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
         ok = isinstance(value, (list, tuple)) and len(value) > 0 and all(
             isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in value)
         ok = ok and all(a < b for a, b in zip(value, value[1:]))

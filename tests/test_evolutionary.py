@@ -280,6 +280,18 @@ def test_bad_budgets_rejected(budgets):
 def test_budget_forms_accepted():
     assert make(budgets="100,500").budgets == (100, 500)  # the CLI's KEY=VALUE form
     assert make(budgets=300).budgets == (300,)
+    # what the CLI hands over for budgets=1000 and budgets=500,1000 (numbers, as floats)
+    assert make(budgets=1000.0).budgets == (1000,)
+    assert make(budgets=[500.0, 1000.0]).budgets == (500, 1000)
+
+
+def test_budgets_from_the_command_line_reach_the_attack():
+    from facebench.cli import build_parser, run_config
+
+    for value, want in (("1000", (1000,)), ("500,1000", (500, 1000))):
+        args = build_parser().parse_args(["run", "--attack", "evolutionary",
+                                          "--attack-param", f"budgets={value}"])
+        assert make(**run_config(args).attack_params).budgets == want
     assert make().budgets == (1000, 5000, 10000)
 
 

@@ -92,6 +92,11 @@ class Evolutionary(Attack):
         if not isinstance(self.progress, bool):
             raise FacebenchError(f"{self.name} progress must be true or false, got {self.progress!r}")
 
+    @property
+    def queries_per_probe(self) -> int:
+        """What the runner's work line and progress bar count: the largest budget."""
+        return self.budgets[-1]
+
     def _parse_budgets(self, value) -> Tuple[int, ...]:
         raw = value
         if isinstance(value, str):  # from the CLI: budgets=1000,5000,10000

@@ -244,7 +244,11 @@ def _check_reachable(threat: ThreatModel, input_size) -> None:
 
 
 def attack_passes(attack, cfg: RunConfig, defense) -> int:
-    """Rough forward passes per probe an attack costs, for the up-front work estimate."""
+    """Rough forward passes per probe an attack costs, for the up-front work estimate (a
+    query attack says its own: ``queries_per_probe``)."""
+    queries = getattr(attack, "queries_per_probe", None)
+    if isinstance(queries, int) and not isinstance(queries, bool) and queries > 0:
+        return queries + 1
     params = getattr(attack, "params", {}) or {}
     passes = 1
     for key in ("steps", "restarts", "search_steps"):

@@ -85,8 +85,9 @@ def _announce_work(cfg: RunConfig, n_pairs: int, n_images: int, attack, defense)
     if attack is not None:
         probes = n_pairs if cfg.goal == "pair" else None
         per = attack_passes(attack, cfg, defense)
+        unit = "forward+backward passes" if attack.gradient_based else "queries"
         what += (f", then {cfg.attack} on {probes or 'the ' + cfg.goal} probes × ~{per} "
-                 f"forward+backward passes each")
+                 f"{unit} each")
     print(f"work: {what}", file=sys.stderr)
 
 

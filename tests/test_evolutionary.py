@@ -370,3 +370,15 @@ def test_lfw_pair_run_and_table4(shared_data, tmp_path, monkeypatch):
     assert "| none |" in md and "Dodging 20" in md and "Impersonation 60" in md
     csv = pd.read_csv(out)
     assert set(csv["run_id"]) == {df["run_id"].iloc[0]}
+
+
+def test_work_line_counts_queries_for_a_query_attack(capsys):
+    """The up-front work line and the bar count the evolutionary attack's queries (its
+    largest budget), not the two passes a steps-less attack is assumed to cost."""
+    import facebench
+
+    facebench.run(pairs=4, goal="dodging", attack="evolutionary", out=None, progress=True,
+                  attack_params={"budgets": "5,10", "search_size": 8})
+    err = capsys.readouterr().err
+    line = next(ln for ln in err.splitlines() if ln.startswith("work:"))
+    assert "evolutionary on the dodging probes × ~11 queries each" in line, line

@@ -29,6 +29,7 @@ from .embed import embed_images, to_float
 from .errors import FacebenchError
 from .fingerprint import images_digest
 from .knowledge import AttackerView, attacker_view
+from .crops import aligned_pairs, row_recognizer
 from .plan import (Plan, RunConfig, attack_passes, build_attack, build_defense,  # noqa: F401
                    check_training_protocol, parse_source, resolve_protocol, validate,
                    with_defaults)
@@ -199,38 +200,6 @@ def run_protocol_attack(cfg: RunConfig, plan: Plan) -> pd.DataFrame:
     return _report(pd.DataFrame(emitted), cfg)
 
 
-def _aligned_pairs(cfg: RunConfig, pairs, aligner):
-    """(pairs, crops, idx_a, idx_b): with a strict detecting aligner (``--align detect`` on
-    a user's photos), pairs holding a photo without a face are left out, in one line."""
-    from .data import pair_images, pair_images_with_faces
-
-    if getattr(aligner, "fallback", True):
-        return (pairs, *pair_images(pairs, aligner, progress=cfg.progress))
-    found = pair_images_with_faces(pairs, aligner, progress=cfg.progress)
-    if found.no_face:
-        shown = ", ".join(found.no_face[:3]) + (", ..." if len(found.no_face) > 3 else "")
-        kept = found.pairs.same
-        line = (f"align: no face found in {len(found.no_face)} of "
-                f"{len(pairs.unique_paths())} images ({shown}); {found.excluded} of "
-                f"{len(pairs)} pairs left out, {len(kept)} scored")
-        if kept.all() or not kept.any():
-            raise FacebenchError(f"{line}, which leaves no same and different pair to score")
-        print(line, file=sys.stderr)
-    return found.pairs, found.images, found.idx_a, found.idx_b
-
-
-def row_recognizer(cfg: RunConfig, dataset, recognizer) -> str:
-    """The ``recognizer`` column: the name, plus ``[align=NAME]`` when ``--align`` cut the
-    images otherwise than this dataset does by default (rows of other crops never mix)."""
-    if cfg.align in (None, "auto"):
-        return cfg.recognizer
-    from .data.align import aligner_name
-
-    name = aligner_name(recognizer, cfg.align)
-    return (cfg.recognizer if name == dataset.auto_aligner_name(recognizer)
-            else f"{cfg.recognizer}[align={name}]")
-
-
 def load_evaluation(cfg: RunConfig, plan: Plan, transfer_mode: Optional[str] = None
                     ) -> Evaluation:
     """Pairs (checked against --pairs before any model loads), the defense, recognizer and
@@ -253,7 +222,7 @@ def load_evaluation(cfg: RunConfig, plan: Plan, transfer_mode: Optional[str] = N
     src = (_build_source(plan.source, recognizer, cfg, plan.device, plan)
            if plan.source is not None else None)
     aligner = plan.dataset.aligner(recognizer, cfg.align)
-    pairs, images, idx_a, idx_b = _aligned_pairs(cfg, pairs, aligner)
+    pairs, images, idx_a, idx_b = aligned_pairs(cfg, pairs, aligner)
     carry = transfer.geometry_transfer(src, aligner, plan.dataset, pairs, images, cfg.progress,
                                        mode=transfer_mode or cfg.transfer_mode, align=cfg.align)
     protocol = plan.dataset.row_protocol(plan.protocol, cfg.pairs_file)

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import facebench.data.download as download  # noqa: E402
 from facebench.errors import FacebenchError  # noqa: E402
-from facebench.models import onnx_torch, onnx_zoo  # noqa: E402
+from facebench.models import insightface_zoo, onnx_torch  # noqa: E402
 from facebench.models.sface import default_weights_path  # noqa: E402
 from facebench.registry import RECOGNIZERS  # noqa: E402
 
@@ -319,7 +319,7 @@ def test_insightface_offline_names_where_to_put_the_file(monkeypatch):
     root = Path(os.environ["FACEBENCH_MODELS"]) / "insightface"
     assert "\n" not in msg
     assert str(root / "buffalo_l" / "w600k_r50.onnx") in msg
-    assert f"buffalo_l.zip (sha256 {onnx_zoo.PACKS['buffalo_l'].sha256})" in msg
+    assert f"buffalo_l.zip (sha256 {insightface_zoo.PACKS['buffalo_l'].sha256})" in msg
     assert "github.com/deepinsight/insightface/releases/download/v0.7/buffalo_l.zip" in msg
 
 
@@ -351,7 +351,7 @@ def test_insightface_download_extract_and_load(tmp_path, monkeypatch):
     """Tested offline on SFace's ONNX file as the stand-in: pinned download, safe extraction
     of the one recognizer, the zip removed, and the same embeddings as ``sface``."""
     archive = _stand_in_pack(tmp_path)
-    monkeypatch.setitem(onnx_zoo.PACKS, "buffalo_l", onnx_zoo.Pack(
+    monkeypatch.setitem(insightface_zoo.PACKS, "buffalo_l", insightface_zoo.Pack(
         _sha256(archive), {"w600k_r50": _sha256(default_weights_path())}))
     served = []
 
@@ -387,7 +387,7 @@ def test_insightface_refuses_a_wrong_download(tmp_path, monkeypatch):
 def test_insightface_refuses_a_wrong_member(tmp_path, monkeypatch):
     """The zip passes its pin but its recognizer does not: refused, no partial file left."""
     archive = _stand_in_pack(tmp_path)
-    monkeypatch.setitem(onnx_zoo.PACKS, "buffalo_l", onnx_zoo.Pack(
+    monkeypatch.setitem(insightface_zoo.PACKS, "buffalo_l", insightface_zoo.Pack(
         _sha256(archive), {"w600k_r50": "0" * 64}))
     monkeypatch.setattr(download, "DOWNLOADER",
                         lambda url, out, pooch: shutil.copyfile(archive, out))

@@ -146,8 +146,10 @@ def dlib_chip_geometry(shape, landmarks, size: int, padding: float):
     return _geometry.warp_geometry(m, (size, size), shape[:2], border="all", shrink=small)
 
 
-def _frame_scale(img: np.ndarray) -> np.ndarray:
-    return np.array([img.shape[1] / LFW_FRAME, img.shape[0] / LFW_FRAME])
+def _frame_scale(frame) -> np.ndarray:
+    """(x, y) scale from the 250 px LFW frame to ``frame`` (an image or its shape)."""
+    shape = frame.shape if hasattr(frame, "shape") else tuple(frame)
+    return np.array([shape[1] / LFW_FRAME, shape[0] / LFW_FRAME])
 
 
 class FivePointAligner(DetectingAligner):
@@ -244,8 +246,7 @@ class FixedFivePoint(Aligner):
         self.key = f"arcfacefixed.v{VERSION}-lfwmedian-{h}x{w}-bilinear-zero"
 
     def _matrix(self, shape) -> np.ndarray:
-        scale = np.array([shape[1] / LFW_FRAME, shape[0] / LFW_FRAME])
-        return _similarity.umeyama(LFW_FALLBACK_LANDMARKS * scale, self.template)
+        return _similarity.umeyama(LFW_FALLBACK_LANDMARKS * _frame_scale(shape), self.template)
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
         img = _check_image(img)

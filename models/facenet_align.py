@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from facebench.data.align import Aligner, FixedCrop, LFW_FRAME
+from facebench.data.align import Aligner, FixedCrop
 from facebench.registry import register_aligner
 
 from ._detect_align import DetectingAligner
@@ -72,10 +72,9 @@ class FaceNetDetectAligner(DetectingAligner):
     @staticmethod
     def box(img: np.ndarray, face: Optional[np.ndarray]) -> Tuple[float, float, float, float]:
         """(left, top, width, height) in ``img``'s pixels for a YuNet row (None: fallback)."""
-        if face is None:
-            sx, sy = img.shape[1] / LFW_FRAME, img.shape[0] / LFW_FRAME
-            left, top, width, height = FACENET_BOX
-            return left * sx, top * sy, width * sx, height * sy
+        if face is None:  # facenet-160's box, scaled to this frame as FixedCrop does
+            left, top, right, bottom = FixedCrop(FACENET_BOX).region(*img.shape[:2])
+            return left, top, right - left, bottom - top
         x, y, w, h = (float(v) for v in face[:4])
         a, b, kx, ky = DETECT_BOX
         cx, cy = x + w / 2 + a * w, y + h / 2 + b * w

@@ -88,6 +88,26 @@ def test_memory_excluded_from_optimizer_and_no_memory_ablation():
     assert torch.equal(ablated.memory.items, items)
 
 
+def test_prior_starts_the_policy_at_a_top_k_projection():
+    model = _tiny_side(k=8)
+    model.init_prior(3, 8.0)
+    p = model.eval()(torch.rand(5, 1, 16, 16) * 2 - 1)
+    assert (p[:, :3] > 0.99).all() and (p[:, 3:] < 0.01).all()
+    with pytest.raises(FacebenchError, match="prior_topk"):
+        model.init_prior(9, 4.0)
+
+
+def test_prior_is_checked_and_names_the_variant():
+    from facebench.defenses.side import SIDE
+    from facebench.defenses.side.trainer import PRESETS, check_config
+
+    with pytest.raises(FacebenchError, match="prior_topk"):
+        check_config({**PRESETS["warm"], "prior_topk": 2000})
+    with pytest.raises(FacebenchError, match="prior_logit"):
+        check_config({**PRESETS["warm"], "prior_logit": 0})
+    assert SIDE.variant_defaults["prior_topk"] == 0 and PRESETS["warm"]["prior_topk"] == 500
+
+
 # --- affinity and policy gradient ---------------------------------------------------------
 def test_affinity_on_hand_computed_numbers():
     recon = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]])  # 1 input, 1 clone, 4 pixels

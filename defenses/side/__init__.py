@@ -29,5 +29,5 @@ class SIDE(EigenPurifier):
     defaults = {"checkpoint": None, "inference": "sample", "seed": 0, "clamp": False}
     # Tables 8 and 10, the affinity weights of Eq. 13, and the score calibration they act on
     variant_defaults = {"use_memory": True, "ssat": True, "k": 10, "lambdas": [8.0, 1.0, 0.003],
-                        "calibration": "centre"}
+                        "calibration": "centre", "prior_topk": 0}
     variant_legacy = {"calibration": "none"}  # models trained before calibration existed

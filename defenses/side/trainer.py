@@ -22,6 +22,9 @@ the policy is moved by REINFORCE with the per-face mean affinity as baseline (Eq
   ``quick`` run for 2000 + 4000 steps, long enough for the selection probabilities to
   leave 0.5 (``quick`` barely moves them). ``cpu`` (the committed model; about 1.5 h on one
   loaded core) is ``medium`` with the recognizer-calibrated affinity for 1000 + 1000 steps.
+  ``warm`` (CPU, about 30 min on one core) starts the policy at the top-500 projection
+  (``prior_topk``, logits +-``prior_logit``; see :meth:`SIDEModel.init_prior`; 500 is the
+  antibody size the paper reports after training) and runs 200 + 400 steps from there.
 * Calibration (``calibration``, default ``centre``): the cosine in the affinity and in the
   SSAT loss is computed after centring the recognizer's embeddings on their mean over the
   training images (:mod:`facebench.calibration`), which puts dlib-resnet's compressed score
@@ -53,7 +56,7 @@ _COMMON: Dict[str, Any] = dict(
     k=10, batch_size=4, lr=0.01, momentum=0.9, weight_decay=0.0,
     lambdas=[8.0, 1.0, 0.003], pixel="mse", clone_reduction="sum",
     warmup_noise=0.04, ssat=True, fgsm_eta=0.04, ema_decay=0.999, ema_every=1,
-    calibration="centre",
+    calibration="centre", prior_topk=0, prior_logit=4.0,
 )
 CALIBRATION_FILE = "calibration.pt"
 PRESETS: Dict[str, Dict[str, Any]] = {
@@ -63,6 +66,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                "checkpoint_every": 250, "log_every": 25},
     "cpu": {**_COMMON, "warmup_steps": 1000, "ssat_steps": 1000, "max_images": 3000,
             "checkpoint_every": 250, "log_every": 25},
+    "warm": {**_COMMON, "warmup_steps": 200, "ssat_steps": 400, "max_images": 3000,
+             "prior_topk": 500, "checkpoint_every": 100, "log_every": 25},
     "full": {**_COMMON, "warmup_steps": 50_000, "ssat_steps": 250_000, "max_images": None,
              "checkpoint_every": 2000, "log_every": 100},
 }
@@ -78,8 +83,13 @@ def check_config(cfg: Dict[str, Any]) -> None:
                 "checkpoint_every", "log_every"):
         need(isinstance(cfg[key], int) and not isinstance(cfg[key], bool) and cfg[key] >= 1,
              key, "an integer >= 1")
-    for key in ("warmup_steps", "ssat_steps"):
-        need(isinstance(cfg[key], int) and cfg[key] >= 0, key, "an integer >= 0")
+    for key in ("warmup_steps", "ssat_steps", "prior_topk"):
+        need(isinstance(cfg[key], int) and not isinstance(cfg[key], bool) and cfg[key] >= 0,
+             key, "an integer >= 0")
+    need(cfg["prior_topk"] <= cfg["n_components"], "prior_topk",
+         f"at most n_components ({cfg['n_components']}); 0 = the paper's start")
+    need(isinstance(cfg["prior_logit"], (int, float)) and not isinstance(cfg["prior_logit"], bool)
+         and float(cfg["prior_logit"]) > 0, "prior_logit", "a number > 0")
     need(cfg["batch_size"] >= 2, "batch_size", ">= 2 (BatchNorm needs two samples)")
     need(0.0 <= float(cfg["ema_decay"]) <= 1.0, "ema_decay", "in [0, 1]")
     need(cfg["memory_update"] in UPDATE_RULES, "memory_update", " or ".join(UPDATE_RULES))
@@ -153,6 +163,8 @@ class SIDETrainer(EigenTrainer):
             n_components=c["n_components"], feat_dim=c["feat_dim"], n_items=c["n_items"],
             widths=c["widths"], image_size=c["face_size"], use_memory=c["use_memory"],
             memory_decay=c["memory_decay"], memory_update=c["memory_update"]).to(ctx.device)
+        if c["prior_topk"]:  # a resumed run overwrites this with its checkpoint
+            self.model.init_prior(c["prior_topk"], c["prior_logit"])
         self.calibration = ctx.extras["calibration"]
         self.ema = None
         self.optimizer = None

@@ -52,6 +52,13 @@ class Evolutionary(Attack):
       p = (1 − cc)·p + √(cc(2 − cc))·u and C_ii = (1 − ccov)·C_ii + ccov·p_i²;
     * every ``mu_window`` steps mu ← mu·exp(P_success − 1/5) (the 1/5th success rule; mu ≤ 1).
 
+    ``candidates`` = L > 1 turns the (1+1) search into a (1+L) one: each step draws L
+    candidates per probe, queries them in the same forward pass (L queries each), and keeps the
+    closest adversarial one; P_success is then the share of successful candidates. The paper's
+    search is L = 1 (the default); a larger L fills the forward batch when few probes are
+    attacked, so the same query budget runs in less time (``benchmarks/evolutionary_queries.py``)
+    but is spent on fewer sequential steps. Budgets must then be multiples of L.
+
     Paper defaults: m = 45×45×3, k = m/20, cc = 0.01, ccov = 0.001, mu0 = 0.01; the success
     window of 30 is the released code's. The paper's σ = 0.01·D per search coordinate is no
     usable step length here, so ``sigma`` is the step's length relative to D: 0.1 with
@@ -71,7 +78,7 @@ class Evolutionary(Attack):
     metric_formats = {"mse_<[goal_]at_queries>": "scientific", "evo_<outcome>": "percent"}
     defaults = {"budgets": (1000, 5000, 10000), "search_size": 45, "coord_frac": 0.05,
                 "mu": 0.01, "sigma": 0.1, "cc": 0.01, "ccov": 0.001, "mu_window": 30,
-                "rescale": True, "seed": None, "progress": True}
+                "rescale": True, "candidates": 1, "seed": None, "progress": True}
 
     # -- parameters ------------------------------------------------------------------
     def validate(self) -> None:
@@ -79,6 +86,11 @@ class Evolutionary(Attack):
         self.params["budgets"] = self.budgets
         self._int_at_least("search_size", 1)
         self._int_at_least("mu_window", 1)
+        self._int_at_least("candidates", 1)
+        if any(q % self.candidates for q in self.budgets):
+            raise FacebenchError(f"{self.name} budgets {','.join(map(str, self.budgets))} must be "
+                                 f"multiples of candidates={self.candidates} (each step spends "
+                                 f"{self.candidates} queries per probe)")
         for key in ("coord_frac", "mu", "cc", "ccov"):
             value = getattr(self, key)
             self._positive(key)
@@ -169,8 +181,12 @@ class Evolutionary(Attack):
         return out
 
     def _search(self, model, x, start, g, d, thr, gen):
-        """Lock-step (1+1)-CMA-ES for the attacked probes; (final images, {q: MSE at q})."""
+        """Lock-step (1+L)-CMA-ES for the attacked probes; (final images, {q: MSE at q}).
+
+        Rows of the candidate tensors are probe-major (probe i's L candidates are rows
+        i·L … i·L + L − 1), so L = 1 draws exactly the stream of the (1+1) search."""
         b, c, h, w = x.shape
+        L = self.candidates
         s = self.search_size
         m = c * s * s
         k = max(1, int(round(self.coord_frac * m)))
@@ -185,53 +201,64 @@ class Evolutionary(Attack):
         path_gain = math.sqrt(self.cc * (2 - self.cc))
         cur = start.clone()  # the current adversarial, exactly as last queried
         delta = start - x
-        low, high = -x, 1.0 - x  # x + delta stays in [0, 1]
+        x_rep = x.repeat_interleave(L, dim=0)
+        g_rep, d_rep = g.repeat_interleave(L, dim=0), d.repeat_interleave(L, dim=0)
+        low, high = -x_rep, 1.0 - x_rep  # x + delta stays in [0, 1]
         dist = delta.flatten(1).norm(dim=1)
+        rows = torch.arange(b, device=dev)
         curve: Dict[int, torch.Tensor] = {}
-        want = set(self.budgets)
+        want = {q // L: q for q in self.budgets}  # step -> the budget reached after it
         bar = tqdm(total=self.budgets[-1], desc=f"evolutionary ({b} probes)", unit="query",
                    leave=False, mininterval=1.0, disable=None if self.progress else True)
         with torch.no_grad():
-            for step in range(1, self.budgets[-1] + 1):
+            for step in range(1, self.budgets[-1] // L + 1):
                 # stochastic coordinate selection: k of m without replacement with P ∝ C_ii,
                 # as the k largest log(U_i)/C_ii (an exponential race), U_i ~ U(0, 1)
-                race = torch.rand(b, m, generator=gen, device=dev, dtype=dt).log_().div_(cov)
+                cov_rep = cov.repeat_interleave(L, dim=0) if L > 1 else cov
+                race = torch.rand(b * L, m, generator=gen, device=dev, dtype=dt).log_().div_(cov_rep)
                 keep = race.topk(k, dim=1).indices
                 # u ~ N(0, C) on the kept coordinates, 0 elsewhere (the paper's z / σ)
-                draw = torch.randn(b, k, generator=gen, device=dev, dtype=dt)
-                u = torch.zeros(b, m, device=dev, dtype=dt).scatter_(
-                    1, keep, draw * cov.gather(1, keep).sqrt())
-                up = a_h @ u.reshape(b, c, s, s) @ a_w.T
-                length = self.sigma * dist / up.flatten(1).norm(dim=1).clamp_min(1e-12)
+                draw = torch.randn(b * L, k, generator=gen, device=dev, dtype=dt)
+                u = torch.zeros(b * L, m, device=dev, dtype=dt).scatter_(
+                    1, keep, draw * cov_rep.gather(1, keep).sqrt())
+                up = a_h @ u.reshape(b * L, c, s, s) @ a_w.T
+                dist_rep = dist.repeat_interleave(L) if L > 1 else dist
+                mu_rep = mu.repeat_interleave(L) if L > 1 else mu
+                length = self.sigma * dist_rep / up.flatten(1).norm(dim=1).clamp_min(1e-12)
                 # x̃ = x* + mu·(x − x*) + ž, i.e. δ̃ = (1 − mu)·δ + ž, clipped to the image range
-                step_delta = delta * (1.0 - mu).reshape(-1, 1, 1, 1)
+                base = delta.repeat_interleave(L, dim=0) if L > 1 else delta
+                step_delta = base * (1.0 - mu_rep).reshape(-1, 1, 1, 1)
                 step_delta.addcmul_(up, length.reshape(-1, 1, 1, 1))
                 if self.rescale:
                     # back onto the sphere of radius (1 − mu)·‖δ‖: the random step turns the
                     # perturbation instead of inflating it (the authors' released code)
-                    target = (1.0 - mu) * dist
+                    target = (1.0 - mu_rep) * dist_rep
                     now = step_delta.flatten(1).norm(dim=1).clamp_min(1e-12)
                     step_delta.mul_((target / now).reshape(-1, 1, 1, 1))
                 torch.clamp(step_delta, low, high, out=step_delta)
-                cand = x + step_delta
-                adversarial = success(model(cand), g, d, thr)
+                cand = x_rep + step_delta
+                adversarial = success(model(cand), g_rep, d_rep, thr)
                 cand_dist = step_delta.flatten(1).norm(dim=1)
-                ok = adversarial & (cand_dist < dist)
+                ok = (adversarial & (cand_dist < dist_rep)).reshape(b, L)
                 if bool(ok.any()):
-                    i = ok.nonzero().reshape(-1)
-                    cur[i] = cand[i]
-                    delta[i] = step_delta[i]
-                    dist[i] = cand_dist[i]
-                    path[i] = (1 - self.cc) * path[i] + path_gain * u[i]
+                    # per probe, the closest successful candidate
+                    masked = torch.where(ok, cand_dist.reshape(b, L), torch.inf)
+                    pick = rows * L + masked.argmin(dim=1)
+                    i = ok.any(dim=1).nonzero().reshape(-1)
+                    j = pick[i]
+                    cur[i] = cand[j]
+                    delta[i] = step_delta[j]
+                    dist[i] = cand_dist[j]
+                    path[i] = (1 - self.cc) * path[i] + path_gain * u[j]
                     cov[i] = (1 - self.ccov) * cov[i] + self.ccov * path[i] ** 2
-                    wins[i] += 1
+                    wins += ok.sum(dim=1).to(dt) / L
                 if step % self.mu_window == 0:
                     rate = wins / self.mu_window
                     mu = (mu * torch.exp(rate - 0.2)).clamp(1e-12, 1.0)
                     wins.zero_()
                 if step in want:
-                    curve[step] = delta.pow(2).flatten(1).mean(dim=1)
-                bar.update(1)
+                    curve[want[step]] = delta.pow(2).flatten(1).mean(dim=1)
+                bar.update(L)
         bar.close()
         # the search state of the last batch's attacked probes, for inspection and tests
         self.last_state = {"mu": mu, "cov": cov, "path": path, "dist": dist}

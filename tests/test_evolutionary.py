@@ -210,6 +210,31 @@ def test_query_count_is_exact_and_lock_step(toy):
     assert counting.calls == [8] + [4] * 25  # clean+start of 4 probes, then 25 batched steps
 
 
+def test_candidates_share_one_forward_and_count_as_queries(toy):
+    """(1+L): each step queries the L candidates of every probe in one forward, spends L
+    queries per probe, keeps the closest adversarial one and still only improves."""
+    model, x, gallery_emb, dodge, gallery = pair_batch(toy)
+    counting = Counting(model)
+    budgets = (8, 40, 160)
+    att = make(budgets=budgets, search_size=8, seed=0, candidates=4)
+    att.reset_records()
+    adv = att.perturb(counting, x, gallery_emb, dodge, THR, gallery=gallery)
+    assert counting.calls == [8] + [16] * 40  # 4 probes x 4 candidates, 160 / 4 steps
+    assert decide(model, adv, gallery_emb, dodge).all()
+    curve = np.stack([att.recorded(f"mse_at_{q}") for q in budgets])
+    assert np.isfinite(curve).all() and (np.diff(curve, axis=0) <= 0).all()
+    assert (curve[-1] < curve[0]).all()
+    final = ((adv.double() - x.double()) ** 2).flatten(1).mean(1).numpy()
+    np.testing.assert_allclose(curve[-1], final, rtol=1e-5)
+
+
+def test_candidates_must_divide_the_budgets():
+    with pytest.raises(FacebenchError, match="multiples of candidates=4"):
+        make(budgets=(1000, 5002), candidates=4)
+    with pytest.raises(FacebenchError, match="candidates"):
+        make(budgets=(1000,), candidates=0)
+
+
 def test_skipped_probes_and_metrics(toy):
     """A probe already adversarial when clean is skipped (NaN, returned unchanged)."""
     model, x, other, own, their = toy

@@ -14,7 +14,8 @@ default 24), so:
   over clones, averaged over faces; SGD lr 0.01, momentum 0.9, lr x0.5 every 20 epochs.
 
 Presets: ``full`` = 200 + 200 epochs of the training split at batch 20; ``quick`` (CPU,
-about 10 min) = 100 + 100 steps at batch 8 with the basis on 3000 evenly spaced images.
+about 10 min) = 100 + 100 steps at batch 8 with the basis on 3000 evenly spaced images;
+``medium`` = ``quick`` for 1000 + 1000 steps (about 2.7 epochs of those images per phase).
 The learning rate is set from the step count (no scheduler object to checkpoint).
 """
 from __future__ import annotations
@@ -42,6 +43,10 @@ PRESETS: Dict[str, Dict[str, Any]] = {
               "lr_step": 1000, "dae_epochs": None, "selector_epochs": None,
               "lr_step_epochs": None, "max_images": 3000, "checkpoint_every": 20,
               "log_every": 5},
+    "medium": {**_COMMON, "batch_size": 8, "dae_steps": 1000, "selector_steps": 1000,
+               "lr_step": 1000, "dae_epochs": None, "selector_epochs": None,
+               "lr_step_epochs": None, "max_images": 3000, "checkpoint_every": 100,
+               "log_every": 25},
     "full": {**_COMMON, "batch_size": 20, "dae_steps": None, "selector_steps": None,
              "lr_step": None, "dae_epochs": 200, "selector_epochs": 200,
              "lr_step_epochs": 20, "max_images": None, "checkpoint_every": 1000,

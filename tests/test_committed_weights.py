@@ -159,8 +159,9 @@ def test_committed_format_rebuilds_its_basis_from_lfw(shared_data, tmp_path, mon
 @pytest.mark.timeout(900)
 def test_committed_side_weights_load_and_keep_genuine_pairs(shared_data):
     """The shipped SIDE model loads on a fresh machine (basis rebuilt from LFW) and purified
-    genuine dev-test pairs still score above impostor pairs (ROC AUC 0.77 on these 200
-    pairs when it was committed; chance is 0.5)."""
+    genuine dev-test pairs still score above impostor pairs (ROC AUC 0.975 on these 200
+    pairs for the committed side[warm,prior_topk=500], 0.77 for the side[cpu] before it;
+    chance is 0.5)."""
     from facebench.defenses.side import SIDE
     from facebench.metrics import roc_auc
     from facebench.runner import load_recognizer
@@ -169,10 +170,10 @@ def test_committed_side_weights_load_and_keep_genuine_pairs(shared_data):
     defense = SIDE(checkpoint="weights", data_home=shared_data)
     assert defense.checkpoint_path == str(trainable.committed_dir("side") / "model.pt")
     assert defense.meta["protocol"] == "dev-test" and defense.meta["dtype"] == "float16"
-    assert defense.row_name == "side[cpu]"
+    assert defense.row_name == "side[warm,prior_topk=500]"
     rec = load_recognizer("dlib-resnet")
     xa, xb, same = _real_pairs(shared_data, 200)
     with torch.no_grad():
         a = torch.nn.functional.normalize(rec(defense(xa)), dim=1)
         b = torch.nn.functional.normalize(rec(defense(xb)), dim=1)
-    assert roc_auc((a * b).sum(1).numpy(), same.numpy()) > 0.7
+    assert roc_auc((a * b).sum(1).numpy(), same.numpy()) > 0.9

@@ -27,3 +27,7 @@ class PIN(EigenPurifier):
     presets = PRESETS
     trainer_class = PINTrainer
     defaults = {"checkpoint": None, "inference": "sample", "seed": 0, "clamp": False}
+    # the DAE's optimizer is ours (its training code is not released): rows name the models
+    # trained with Adam, so the first (SGD) models keep their names
+    variant_defaults = {"dae_optimizer": "sgd"}
+    variant_legacy = {"dae_optimizer": "sgd"}

@@ -254,6 +254,7 @@ def test_make_tables_regenerates_the_committed_tables(tmp_path):
     # (scripts/eigen_topk_eer.py, side_report.py and zoo_table.py measure models)
     assert committed - written == {"results/eigen_topk_clean_eer.md",
                                    "results/side_frontier_eer.md",
+                                   "results/side_dev-test_frontier_eer.md",
                                    "results/side_antibody_stats.md",
                                    "results/zoo_clean.md"}
     assert (root / "results" / "runs.csv").read_bytes() == \

@@ -54,17 +54,20 @@ def _one_error_line(result, *needles):
 
 def test_readme_preset_sizes_are_the_presets():
     """README, Defenses: quick = SIDE 150 warm-up + 150 SSAT on 3000 images, PIN 100 + 100;
-    medium = SIDE only, the same settings for 2000 + 4000; full = the paper's 50k + 250k."""
+    medium = SIDE the same settings for 2000 + 4000, PIN 500 + 1000; warm = SIDE 200 + 400 from
+    the top-500 prior; full = the paper's 50k + 250k."""
     from facebench.training import presets
 
     text = _readme_flat()
     m = re.search(
         r"Presets: `quick` \(CPU, about \d+ minutes: SIDE (\d+) warm-up \+ (\d+) SSAT steps on "
-        r"(\d+) images, PIN (\d+) \+ (\d+) steps\), `medium` \(SIDE only: the same settings for "
-        r"(\d+) \+ (\d+) steps.*?`full` \(the paper's (\d+)k \+ (\d+)k steps", text)
+        r"(\d+) images, PIN (\d+) \+ (\d+) steps\), `medium` \(SIDE: the same settings for "
+        r"(\d+) \+ (\d+) steps.*?PIN: (\d+) DAE \+ (\d+) selector steps\).*?SIDE's `warm` "
+        r"\(the committed model: (\d+) \+ (\d+) steps from the top-(\d+) prior.*?"
+        r"`full` \(the paper's (\d+)k \+ (\d+)k steps", text)
     assert m, "the README's preset sentence (Defenses) changed shape; update this test"
-    (q_warm, q_ssat, q_images, p_dae, p_sel, m_warm, m_ssat,
-     f_warm, f_ssat) = map(int, m.groups())
+    (q_warm, q_ssat, q_images, p_dae, p_sel, m_warm, m_ssat, pm_dae, pm_sel, w_warm, w_ssat,
+     w_top, f_warm, f_ssat) = map(int, m.groups())
     side, pin = presets("side"), presets("pin")
     assert (side["quick"]["warmup_steps"], side["quick"]["ssat_steps"]) == (q_warm, q_ssat)
     assert side["quick"]["max_images"] == q_images
@@ -74,7 +77,9 @@ def test_readme_preset_sizes_are_the_presets():
     differ = {k for k in side["quick"] if side["quick"][k] != side["medium"].get(k)}
     assert differ <= {"warmup_steps", "ssat_steps", "checkpoint_every", "log_every"}, differ
     assert set(side["quick"]) == set(side["medium"])
-    assert "medium" not in pin  # "SIDE only"
+    assert (pin["medium"]["dae_steps"], pin["medium"]["selector_steps"]) == (pm_dae, pm_sel)
+    assert (side["warm"]["warmup_steps"], side["warm"]["ssat_steps"],
+            side["warm"]["prior_topk"]) == (w_warm, w_ssat, w_top)
     assert (side["full"]["warmup_steps"], side["full"]["ssat_steps"]) == (
         f_warm * 1000, f_ssat * 1000)
     assert side["full"]["max_images"] is None  # the paper trains on the whole split

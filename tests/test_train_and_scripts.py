@@ -93,8 +93,8 @@ def test_train_option_and_preset_errors_are_one_line(tmp_path):
     _one_error_line(r, "'bogus'", "lamb_sparse")  # names the key and the keys it takes
     r = run_cli("train", "pin", "--option", "k", "--out-dir", out)
     _one_error_line(r, "--option expects KEY=VALUE")
-    r = run_cli("train", "pin", "--preset", "medium", "--out-dir", out)
-    _one_error_line(r, "unknown preset 'medium' for pin", "quick")
+    r = run_cli("train", "pin", "--preset", "warm", "--out-dir", out)  # a SIDE-only preset
+    _one_error_line(r, "unknown preset 'warm' for pin", "quick")
     r = run_cli("train", "nope", "--out-dir", out)
     _one_error_line(r, "'nope'", "pin", "side")
     if not torch.cuda.is_available():

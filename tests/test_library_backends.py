@@ -299,7 +299,9 @@ def test_query_budget_stops_hop_skip_jump_early(toy, monkeypatch, capsys):
     monkeypatch.setattr(QueryBudget, "observe", spy)
     name, params = HSJ
     t = ThreatModel("l2", 20.0)
-    attack = build_attack(name, t, {**params, "max_queries": 30})
+    # init_size above the budget: a pair whose random start finds nothing adversarial keeps
+    # drawing until the budget stops it, instead of ART giving up after init_size draws
+    attack = build_attack(name, t, {**params, "init_size": 100, "max_queries": 30})
     attack.reset_records()
     adv = attack.perturb(rec, x, g, dodge, thr)
     assert adv.shape == x.shape and (t.norm_of(adv - x) <= 20.0 + 1e-4).all()

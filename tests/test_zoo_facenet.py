@@ -162,6 +162,16 @@ def test_missing_graph_file(monkeypatch, tmp_path):
         fn.default_weights_path()
 
 
+def test_graph_file_with_other_bytes(monkeypatch, tmp_path):
+    other = tmp_path / fn.GRAPH_FILE
+    other.write_bytes(fn.default_weights_path().read_bytes()[:-1] + b"x")
+    spec = importlib.machinery.ModuleSpec(fn.PACKAGE, None, is_package=True)
+    spec.submodule_search_locations = [str(tmp_path)]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: spec)
+    with pytest.raises(FacebenchError, match=r"not the FaceNet graph .*\(sha256 704afe"):
+        fn.default_weights_path()
+
+
 def test_truncated_graph_file(tmp_path):
     data = fn.default_weights_path().read_bytes()
     for cut in (7, 5000, len(data) // 2):

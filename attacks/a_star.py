@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from facebench.attack import Attack
+from facebench.attack import Attack, row_tags, tagged
 from facebench.defenses.eigen.faces import EigenBasis, face_to_rgb, load_basis_file, rgb_to_face
 from facebench.defenses.eigen.purifier import EIGEN_FILE, load_basis_beside
 from facebench.errors import FacebenchError
+from facebench.fingerprint import file_sha256
 from facebench.registry import ATTACKS, register_attack
 from facebench.trainable import MODEL_FILE, find_checkpoint
 
@@ -101,8 +102,12 @@ class AStar(Attack):
 
     @property
     def row_attack(self) -> str:
-        """The runs CSV names the base attack; the ``adaptive`` column says ``a*``."""
-        return self.base
+        """The runs CSV names the base attack (with its non-default parameters); the
+        ``adaptive`` column says ``a*``."""
+        own = {k: self.params[k] for k in ("basis", "n_components")}
+        if Path(str(own["basis"])).is_file():  # a file of the user's: by content, not by path
+            own["basis"] = "sha256:" + file_sha256(own["basis"])[:12]
+        return tagged(self.inner.row_attack, row_tags(own, type(self).defaults))
 
     def eigenbasis(self) -> EigenBasis:
         """The attacker's basis, loaded on first use (construction stays cheap)."""

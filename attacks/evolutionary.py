@@ -79,6 +79,7 @@ class Evolutionary(Attack):
     defaults = {"budgets": (1000, 5000, 10000), "search_size": 45, "coord_frac": 0.05,
                 "mu": 0.01, "sigma": 0.1, "cc": 0.01, "ccov": 0.001, "mu_window": 30,
                 "rescale": True, "candidates": 1, "seed": None, "progress": True}
+    row_ignores = ("seed", "progress")  # neither changes what is crafted
 
     # -- parameters ------------------------------------------------------------------
     def validate(self) -> None:

@@ -37,14 +37,14 @@ def fmt_mse(value) -> str:
 def table4_layout(df, metric: str, filters, source: str) -> str:
     import pandas as pd  # lazy: `facebench list` stays fast
 
-    from facebench.report import (RUN_FIELDS, caption, defense_sort_key, latest, markdown,
-                                  newest, runs_note, table_config)
+    from facebench.report import (RUN_FIELDS, base_attack, caption, defense_sort_key, latest,
+                                  markdown, newest, runs_note, table_config)
 
     filters = {k: v for k, v in (filters or {}).items() if k not in IGNORED}
-    df = df[df["attack"] == ATTACK]
+    df = df[base_attack(df["attack"]) == ATTACK]
     parsed = df["metric"].astype(str).str.extract(_METRIC)
     df = df.assign(mode=parsed[0], queries=pd.to_numeric(parsed[1])).dropna(subset=["mode"])
-    df, config = table_config(df, filters, RUN_FIELDS)
+    df, config = table_config(df, filters, RUN_FIELDS + ("attack",))  # one setting of it
     if df.empty:
         raise FacebenchError(f"no {ATTACK} rows with mse_<goal>_at_<queries> metrics match "
                              f"the filters in {source}; run `facebench run --attack {ATTACK}`")

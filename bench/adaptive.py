@@ -93,7 +93,8 @@ def adaptive_target(defense: Defense, recognizer: nn.Module,
     ``"plain"``: differentiable and deterministic, gradients through recognizer∘defense.
     ``"bpda"``: not differentiable, identity gradient through the purifier.
     ``"eot"`` / ``"bpda+eot"``: randomized, embeddings averaged over ``eot_samples`` draws
-    (default 8). ``eot_samples`` is ignored for deterministic defenses (all draws agree).
+    (default 8; another count is named, e.g. ``"bpda+eot[eot_samples=16]"``).
+    ``eot_samples`` is ignored for deterministic defenses (all draws agree).
     """
     if eot_samples is not None and (isinstance(eot_samples, bool)
                                     or not isinstance(eot_samples, int) or eot_samples < 1):
@@ -106,4 +107,6 @@ def adaptive_target(defense: Defense, recognizer: nn.Module,
         n = DEFAULT_EOT_SAMPLES if eot_samples is None else eot_samples
         target = EOTRecognizer(target, n)
         label = "eot" if label == "plain" else "bpda+eot"
+        if n != DEFAULT_EOT_SAMPLES:  # another attacker strength: a cell of its own
+            label += f"[eot_samples={n}]"
     return target, label

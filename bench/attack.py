@@ -43,6 +43,39 @@ def attacked_mask(goal: str, same) -> Tuple[torch.Tensor, torch.Tensor]:
     return attacked, same.clone()
 
 
+def _tag_value(value) -> str:
+    """A parameter value for a row tag: short, and free of the commas that separate tags."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "/".join(_tag_value(v) for v in value)
+    return str(value).replace(",", "/")
+
+
+def row_tags(params: Dict[str, Any], defaults: Dict[str, Any], ignore=()) -> List[str]:
+    """``k=v`` tags of the ``params`` that differ from ``defaults`` (a key without a default
+    always counts), in the parameters' order."""
+    return [f"{k}={_tag_value(v)}" for k, v in params.items()
+            if k not in ignore and (k not in defaults or not _same(v, defaults[k]))]
+
+
+def tagged(name: str, tags) -> str:
+    """``name[t1,t2]``, merging into tags ``name`` already has; ``name`` when there are none."""
+    base, _, have = name.partition("[")
+    tags = [t for t in have.rstrip("]").split(",") if t] + list(tags)
+    return f"{base}[{','.join(tags)}]" if tags else base
+
+
+def _same(a, b) -> bool:
+    """Equal as parameter values: ``2`` and ``2.0`` are one setting, ``True`` and ``1`` not."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    try:
+        return a == b
+    except Exception:  # e.g. arrays: compare what a row would show
+        return _tag_value(a) == _tag_value(b)
+
+
 def _cos(emb: torch.Tensor, gallery_emb: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cosine_similarity(emb, gallery_emb, dim=1, eps=1e-12)
 
@@ -98,6 +131,17 @@ class Attack(Parameterized):
     @property
     def name(self) -> str:
         return getattr(type(self), "registry_name", type(self).__name__.lower())
+
+    #: parameters left out of :attr:`row_attack`: the seed has a column of its own, and a
+    #: subclass may name knobs that cannot change what it crafts
+    row_ignores: Tuple[str, ...] = ("seed",)
+
+    @property
+    def row_attack(self) -> str:
+        """The ``attack`` column: the name, plus every parameter that differs from its
+        default, e.g. ``name[steps=100]``, so that rows of different configurations never
+        share a table cell (the same convention as the defenses' ``name[preset,k=20]``)."""
+        return tagged(self.name, row_tags(self.params, type(self).defaults, self.row_ignores))
 
     def validate(self) -> None:
         """Checks beyond the spec's (or all of them, for a plugin with only ``defaults``)."""

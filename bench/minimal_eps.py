@@ -15,7 +15,7 @@ from typing import Dict
 import numpy as np
 import torch
 
-from .attack import Attack, success
+from .attack import Attack, row_tags, success, tagged
 from .errors import FacebenchError
 from .threat import ThreatModel
 
@@ -74,7 +74,8 @@ class MinimalEps(Attack):
     @property
     def row_attack(self) -> str:
         """``<attack>[min-eps]``: minimal-budget rows never replace the fixed-budget cells."""
-        return f"{getattr(self.inner, 'row_attack', self.inner.name)}[min-eps]"
+        inner = getattr(self.inner, "row_attack", self.inner.name)
+        return tagged(inner, row_tags(self.params, type(self).defaults) + ["min-eps"])
 
     def bind(self, *, defense, data_home=None) -> None:
         self.inner.bind(defense=defense, data_home=data_home)

@@ -80,7 +80,8 @@ def filter_rows(df: pd.DataFrame, filters: Optional[Dict[str, object]] = None) -
         elif col == "adaptive" and want == "any":
             df = df[(df["attack"] == "none") | (df[col].astype(str) != "none")]
         elif col == "adaptive" and want == "through":
-            df = df[(df["attack"] == "none") | df[col].astype(str).isin(THROUGH_DEFENSE)]
+            kind = df[col].astype(str).str.partition("[")[0]  # bpda+eot[eot_samples=16] too
+            df = df[(df["attack"] == "none") | kind.isin(THROUGH_DEFENSE)]
         elif col == "attack":  # with the clean rows of the same runs
             df = df[(df["attack"] == "none") | (df["attack"].astype(str) == str(want))]
         elif col in ("threat_model", "goal", "adaptive"):
@@ -106,6 +107,16 @@ RUN_FIELDS = ("dataset", "protocol", "recognizer", "n_pairs")
 ATTACK_FIELDS = ("threat_model", "budget", "goal", "adaptive")
 #: what a table declares: a cell is filled only from rows with exactly these values
 CONFIG_FIELDS = RUN_FIELDS + ATTACK_FIELDS
+#: ``adaptive`` filter values that choose a declared group of kinds, not one kind
+
+
+def base_attack(attack: pd.Series) -> pd.Series:
+    """The registered attack names of an ``attack`` column (``name[steps=100]`` -> ``name``):
+    a layout made for one attack selects its rows with it, then lets :func:`table_config`
+    refuse a mix of its settings."""
+    return attack.astype(str).str.partition("[")[0]
+
+
 #: ``adaptive`` filter values that choose a declared group of kinds, not one kind
 ADAPTIVE_GROUPS = ("through", "any")
 

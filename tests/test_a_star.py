@@ -6,6 +6,7 @@ import facebench
 from facebench.attack import Attack
 from facebench.defenses.eigen.faces import EigenBasis, compute_eigenbasis, rgb_to_face, save_atomic
 from facebench.errors import FacebenchError
+from facebench.fingerprint import file_sha256
 from facebench.registry import ATTACKS
 from facebench.threat import ThreatModel
 
@@ -68,7 +69,11 @@ def test_plain_fgsm_leaves_the_subspace(basis_file):
 
 def test_rows_name_the_base_attack_and_a_star(basis_file):
     attack = _attack(basis_file, base="deepfool", steps=3)
-    assert attack.row_attack == "deepfool" and attack.knowledge == "a*"
+    # the base attack with the settings that differ from the defaults; a basis file of the
+    # user's is named by its content, never by a path of their machine
+    digest = file_sha256(basis_file)[:12]
+    assert attack.row_attack == f"deepfool[steps=3,basis=sha256:{digest},n_components=12]"
+    assert attack.knowledge == "a*"
     assert attack.inner.steps == 3
     assert str(basis_file) in repr(attack)  # the cache key names the basis file
 
@@ -116,7 +121,9 @@ def test_a_star_on_lfw_with_a_real_eigenbasis(shared_data, tmp_path, monkeypatch
                        attack_params={"basis": str(path), "n_components": 30, "steps": 3},
                        dataset="lfw", data_home=str(shared_data), out=str(out), progress=False)
     attacked = df[df.attack != "none"]
-    assert set(attacked.attack) == {"pgd"} and set(attacked.adaptive) == {"a*"}
+    digest = file_sha256(path)[:12]
+    assert set(attacked.attack) == {f"pgd[steps=3,basis=sha256:{digest},n_components=30]"}
+    assert set(attacked.adaptive) == {"a*"}
     values = attacked.set_index("metric")["value"]
     assert values["mean_rel_l2"] <= 0.04 + 1e-5
     clean = df[df.attack == "none"].set_index("metric")["value"]
@@ -131,7 +138,10 @@ def test_minimal_eps_reaches_the_base_attack_and_keeps_a_star_labels(basis_file)
     from facebench.minimal_eps import wrap_minimal
 
     wrapped = wrap_minimal(_attack(basis_file, norm="l2", eps=4.0, base="fgsm"), search_steps=3)
-    assert wrapped.knowledge == "a*" and wrapped.row_attack == "fgsm[min-eps]"
+    digest = file_sha256(basis_file)[:12]
+    assert wrapped.knowledge == "a*"
+    assert wrapped.row_attack == (f"fgsm[basis=sha256:{digest},n_components=12,"
+                                  "search_steps=3,min-eps]")
     astar = wrapped.inner
     budgets = torch.tensor([0.5, 2.0])
     astar.threat = ThreatModel.per_sample("l2", budgets)

@@ -128,7 +128,9 @@ def test_adaptive_target_plain_matches_defended_and_eot_samples():
     x = images()
     assert torch.allclose(target(x), med.wrap(rec)(x))
     target, label = adaptive_target(NoisyDifferentiable(), rec, eot_samples=3)
-    assert label == "eot" and target.n == 3
+    assert label == "eot[eot_samples=3]" and target.n == 3  # another strength, another cell
+    target, label = adaptive_target(NoisyDifferentiable(), rec, eot_samples=8)
+    assert label == "eot" and target.n == 8  # the default draws: the plain label
     for bad in (0, -2, 1.5, True):
         with pytest.raises(FacebenchError, match="eot"):
             adaptive_target(med, rec, eot_samples=bad)

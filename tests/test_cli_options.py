@@ -15,7 +15,7 @@ def test_linf_step_size_is_in_255_units(tmp_path):
                    "--steps", "1", "--step-size", "2", "--out", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     df = pd.read_csv(out)
-    linf = df[(df.attack == "bim") & (df.metric == "mean_linf")]["value"].item()
+    linf = df[(df.attack == "bim[steps=1,step_size=2]") & (df.metric == "mean_linf")]["value"].item()
     assert linf == pytest.approx(2 / 255, abs=1e-6)
 
 

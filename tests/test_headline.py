@@ -122,7 +122,7 @@ def test_readme_numbers_on_the_sample(tmp_path):
     df = facebench.run(attack="pgd", attack_params={"steps": 3}, out=str(out),
                        progress=False, batch_size=50)
     clean = df[df.attack == "none"].set_index("metric")["value"]
-    adv = df[df.attack == "pgd"].set_index("metric")["value"]
+    adv = df[df.attack == "pgd[steps=3]"].set_index("metric")["value"]
     assert clean["eer"] == pytest.approx(0.04, abs=1e-4)
     assert clean["roc_auc"] == pytest.approx(0.9936, abs=1e-4)
     assert adv["asr"] == 1.0 and adv["eer"] == 1.0

@@ -32,9 +32,9 @@ def test_cli_pgd_dev_test(shared_data, env):
     assert list(df.columns) == COLUMNS
     assert df["run_id"].nunique() == 1 and set(df["metric"]) <= set(METRICS)
     clean = df[df.attack == "none"].set_index("metric")["value"]
-    adv = df[df.attack == "pgd"].set_index("metric")["value"]
-    assert (df[df.attack == "pgd"]["threat_model"] == "rel-l2").all()
-    assert (df[df.attack == "pgd"]["budget"] == 0.04).all()
+    adv = df[df.attack == "pgd[steps=3]"].set_index("metric")["value"]
+    assert (df[df.attack == "pgd[steps=3]"]["threat_model"] == "rel-l2").all()
+    assert (df[df.attack == "pgd[steps=3]"]["budget"] == 0.04).all()
     assert (df["n_pairs"] == 8).all() and (df["protocol"] == "dev-test").all()
     assert adv["eer"] > clean["eer"]
     assert adv["asr"] >= 0.5
@@ -49,8 +49,9 @@ def test_api_zero_budget_gives_clean_metrics(env):
                        out=None, progress=False)
     wide = df.pivot_table(index="metric", columns="attack", values="value")
     for metric in ("eer", "roc_auc", "acc_at_clean_thr"):
-        assert wide.at[metric, "pgd"] == pytest.approx(wide.at[metric, "none"], abs=1e-6)
-    assert wide.at["asr", "pgd"] == 0.0
+        assert wide.at[metric, "pgd[steps=2]"] == pytest.approx(wide.at[metric, "none"],
+                                                                 abs=1e-6)
+    assert wide.at["asr", "pgd[steps=2]"] == 0.0
 
 
 def test_api_objects_compose():

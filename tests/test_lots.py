@@ -133,10 +133,11 @@ def test_lots_on_lfw_gives_tau_rows(shared_data, tmp_path, monkeypatch):
     df = facebench.run(protocol="dev-test", pairs=6, attack="lots", goal="impersonation",
                        attack_params={"steps": 100}, dataset="lfw", data_home=str(shared_data),
                        out=str(tmp_path / "runs.csv"), progress=False)
-    adv = df[df.attack == "lots"].set_index("metric")["value"]
+    assert set(df.attack) == {"none", "lots[steps=100]"}
+    adv = df[df.attack == "lots[steps=100]"].set_index("metric")["value"]
     assert adv["asr"] >= 2 / 3
     taus = [adv[f"tau_asr_{t}"] for t in (50, 100, 250, 500, 1000, 2000)]
     assert all(b >= a for a, b in zip(taus, taus[1:])) and taus[-1] <= adv["asr"] + 1e-9
     assert taus[-1] > 0
     # unbounded: the threat model is recorded, not enforced
-    assert (df[df.attack == "lots"]["budget"] == 0.04).all()
+    assert (df[df.attack == "lots[steps=100]"]["budget"] == 0.04).all()

@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 
 from clitools import run_cli
-from facebench.attack import Attack
+from facebench.attack import Attack, row_tags, tagged
+from facebench.minimal_eps import wrap_minimal
+from facebench.plan import build_attack
 from facebench.cli import _params, build_parser, run_config
 from facebench.errors import FacebenchError
 from facebench.params import Param, ParamSpec, spec_of
@@ -134,4 +136,32 @@ def test_cli_run_with_typed_attack_params_writes_rows(tmp_path):
                    "--quiet", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     rows = pd.read_csv(out)
-    assert {"none", "pgd"} <= set(rows["attack"]) and len(rows) > 0
+    # the parameters that differ from the defaults name the cell: a 1-step PGD row never
+    # shares a table cell with the default 40-step one
+    assert set(rows["attack"]) == {"none", "pgd[steps=1,random_start=False]"}
+    assert (rows["attack"] != "none").sum() > 0
+
+
+def test_row_attack_names_non_default_parameters():
+    t = ThreatModel("rel-l2", 0.04)
+    assert build_attack("pgd", t, {}).row_attack == "pgd"
+    assert build_attack("pgd", t, {"steps": 40, "random_start": True}).row_attack == "pgd"
+    assert build_attack("pgd", t, {"steps": 100}).row_attack == "pgd[steps=100]"
+    assert build_attack("pgd", t, {"step_size": 0.01}).row_attack == "pgd[step_size=0.01]"
+    # the seed has a column of its own
+    assert build_attack("evolutionary", t, {"seed": 3}).row_attack == "evolutionary"
+    # a* rows name the base attack (the adaptive column says a*) with its own settings
+    assert build_attack("a-star", t, {"base": "deepfool"}).row_attack == "deepfool"
+    assert build_attack("a-star", t, {"base": "pgd", "steps": 7}).row_attack == "pgd[steps=7]"
+    assert (build_attack("a-star", t, {"base": "fgsm", "n_components": 300}).row_attack
+            == "fgsm[n_components=300]")
+    minimal = wrap_minimal(build_attack("pgd", t, {"steps": 5}), search_steps=4)
+    assert minimal.row_attack == "pgd[steps=5,search_steps=4,min-eps]"
+    assert wrap_minimal(build_attack("fgsm", t, {})).row_attack == "fgsm[min-eps]"
+
+
+def test_row_tags_values():
+    assert row_tags({"a": 2, "b": 0.5, "c": [1.0, 2.5], "d": "x,y"}, {"a": 2.0}) == [
+        "b=0.5", "c=1/2.5", "d=x/y"]
+    assert row_tags({"flag": True}, {"flag": 1}) == ["flag=True"]  # a bool is not an int
+    assert tagged("pgd", []) == "pgd" and tagged("pgd[a=1]", ["b"]) == "pgd[a=1,b]"

@@ -73,11 +73,12 @@ def test_adaptive_on_a_randomized_defense_is_bpda_eot_and_no_weaker(tmp_path):
                 out=str(out), progress=False)
     grey = facebench.run(**opts)
     adaptive = facebench.run(adaptive=True, eot_samples=2, **opts)
-    assert set(grey[grey.attack == "pgd"]["adaptive"]) == {"none"}
-    assert set(adaptive[adaptive.attack == "pgd"]["adaptive"]) == {"bpda+eot"}
-    assert _values(adaptive, "pgd")["asr"] >= _values(grey, "pgd")["asr"]
+    pgd = "pgd[steps=3]"  # the rows name the settings that differ from the defaults
+    assert set(grey[grey.attack == pgd]["adaptive"]) == {"none"}
+    assert set(adaptive[adaptive.attack == pgd]["adaptive"]) == {"bpda+eot[eot_samples=2]"}
+    assert _values(adaptive, pgd)["asr"] >= _values(grey, pgd)["asr"]
     rows = read_runs(out)
-    assert set(rows["adaptive"]) == {"none", "bpda+eot"}
+    assert set(rows["adaptive"]) == {"none", "bpda+eot[eot_samples=2]"}
 
 
 def test_table_metric_writes_its_own_file_beside_the_runs(tmp_path):
@@ -115,7 +116,7 @@ def test_cli_run_flags_parse_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = read_runs(out)
     attacked = rows[rows.attack != "none"]
-    assert set(attacked["attack"]) == {"fgsm[min-eps]"}
+    assert set(attacked["attack"]) == {"fgsm[search_steps=2,min-eps]"}
     assert {"median_min_eps", "min_eps_found"} <= set(attacked["metric"])
     assert set(rows["seed"]) == {1} and set(attacked["threat_model"]) == {"linf"}
     proc = cli("run", "--attack", "pgd", "--attack-param", "random_start=false",

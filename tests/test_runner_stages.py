@@ -44,7 +44,8 @@ def test_clean_stage_writes_its_rows_at_once(staged, tmp_path):
 @pytest.mark.parametrize("overrides,label,greybox", [
     ({}, "none", True),
     ({"adaptive": True, "defense": "jpeg"}, "bpda", False),
-    ({"adaptive": True, "defense": "tvm", "eot_samples": 2}, "bpda+eot", False),
+    ({"adaptive": True, "defense": "tvm", "eot_samples": 2}, "bpda+eot[eot_samples=2]", False),
+    ({"adaptive": True, "defense": "tvm"}, "bpda+eot", False),
     ({"source": "dlib-resnet+median"}, "transfer:dlib-resnet+median", False),
 ])
 def test_attacker_view_per_knowledge(staged, overrides, label, greybox):

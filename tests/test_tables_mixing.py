@@ -95,6 +95,11 @@ def test_through_group_is_a_declared_choice_not_a_mix(tmp_path):
                 + _run("b", 1, 0.03, 0.6, dict(PGD, adaptive="bpda"), defense="jpeg"))
     md = render_table(str(out), filters={"adaptive": "through"})
     assert "adaptive=through (bpda, plain)" in md and len(_body(md)) == 2
+    # another EOT strength is still an attack through the defense
+    append_rows(out, _run("e", 2, 0.02, 0.7, dict(PGD, adaptive="bpda+eot[eot_samples=16]"),
+                          defense="side[quick]"))
+    md = render_table(str(out), filters={"adaptive": "through"})
+    assert "bpda+eot[eot_samples=16]" in md and len(_body(md)) == 3
 
 
 def test_side_tables_refuse_mixed_pair_counts(tmp_path):

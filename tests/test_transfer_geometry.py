@@ -198,8 +198,8 @@ def test_pgd_crafted_on_dlib_chips_transfers_to_sface_crops(tmp_path, monkeypatc
                            out=str(tmp_path / "runs.csv"))
     assert np.isfinite(df["value"].dropna()).all()
     assert (df["recognizer"] == "sface").all()
-    adv = df[df.attack == "pgd"].set_index("metric")["value"]
-    assert set(df[df.attack == "pgd"]["adaptive"]) == {"transfer:dlib-resnet"}
+    adv = df[df.attack == "pgd[steps=3]"].set_index("metric")["value"]
+    assert set(df[df.attack == "pgd[steps=3]"]["adaptive"]) == {"transfer:dlib-resnet"}
     assert adv["mean_rel_l2"] <= 0.04 + 1e-5  # the budget, on the source's crop
     assert 0.5 < adv["transfer_kept"] <= 1.0 + 1e-6
     assert 0 < adv["transfer_target_rel_l2"] < 0.08
@@ -221,8 +221,8 @@ def test_the_runner_carries_a_cross_geometry_source(tmp_path, monkeypatch):
               attack_params={"steps": 2}, progress=False)
     df = facebench.run(recognizer="sface", source="dlib-resnet", out=None, **kw)
     ref = evaluate_transfer("dlib-resnet", "sface", **kw)
-    got = df[df.attack == "pgd"].set_index("metric")["value"]
-    want = ref[ref.attack == "pgd"].set_index("metric")["value"]
+    got = df[df.attack == "pgd[steps=2]"].set_index("metric")["value"]
+    want = ref[ref.attack == "pgd[steps=2]"].set_index("metric")["value"]
     assert {"transfer_kept", "transfer_target_rel_l2"} <= set(got.index)
     common = got.index.intersection(want.index)
     assert np.allclose(got[common], want[common], equal_nan=True)
@@ -270,7 +270,7 @@ def test_photo_mode_from_the_cli_is_its_own_knowledge_label(tmp_path, monkeypatc
     from facebench.results import read_runs
 
     rows = read_runs(str(out))
-    adv = rows[rows.attack == "pgd"]
+    adv = rows[rows.attack == "pgd[steps=2]"]
     assert set(adv["adaptive"]) == {"transfer:dlib-resnet", "transfer:dlib-resnet@photo"}
     kept = adv[adv.metric == "mean_rel_l2"].set_index("adaptive")["value"]
     assert kept["transfer:dlib-resnet"] == kept["transfer:dlib-resnet@photo"]  # same examples

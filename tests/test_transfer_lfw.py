@@ -43,7 +43,7 @@ def test_dfanet_crafted_on_bare_recognizer_evaluated_through_jpeg(shared_data, e
     df = facebench.run(protocol="dev-test", pairs=PAIRS, attack="dfanet", source="dlib-resnet",
                        defense="jpeg", eps=EPS, attack_params={"steps": 3},
                        dataset="lfw", data_home=str(shared_data), out=str(env / "runs.csv"), progress=False)
-    check_transfer_rows(df, "dfanet", "dlib-resnet", "jpeg")
+    check_transfer_rows(df, "dfanet[steps=3]", "dlib-resnet", "jpeg")
     assert (env / "runs.csv").is_file()
 
 
@@ -52,7 +52,7 @@ def test_mi_fgsm_crafted_through_median_source_evaluated_undefended(shared_data,
                        source="dlib-resnet+median", defense="none", eps=EPS,
                        attack_params={"steps": 3}, dataset="lfw", data_home=str(shared_data), out=None,
                        progress=False)
-    check_transfer_rows(df, "mi-fgsm", "dlib-resnet+median", "none")
+    check_transfer_rows(df, "mi-fgsm[steps=3]", "dlib-resnet+median", "none")
 
 
 def test_cli_source_with_bpda_defense(shared_data, env):
@@ -63,4 +63,4 @@ def test_cli_source_with_bpda_defense(shared_data, env):
          str(PAIRS), "--steps", "2", "--dataset", "lfw", "--data-home", str(shared_data), "--out", str(out),
          "--quiet"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    check_transfer_rows(pd.read_csv(out), "dfanet", "dlib-resnet+jpeg", "none")
+    check_transfer_rows(pd.read_csv(out), "dfanet[steps=2]", "dlib-resnet+jpeg", "none")

@@ -35,9 +35,12 @@ def _cell(value, fmt: str) -> str:
 
 @register_layout("table6", "SIDE Table 6: AdvHat sticker accuracy per defense")
 def table6_layout(df, metric: str, filters, source: str) -> str:
-    from facebench.report import caption, defense_sort_key, markdown, runs_note, table_config
+    from facebench.report import (CONFIG_FIELDS, base_attack, caption, defense_sort_key,
+                                  markdown, runs_note, table_config)
 
-    attacked, config = table_config(df[df["attack"] == "advhat"], filters, varying=ROW_KEYS)
+    # one setting of the attack: advhat[steps=1000] rows are another table
+    attacked, config = table_config(df[base_attack(df["attack"]) == "advhat"], filters,
+                                    CONFIG_FIELDS + ("attack",), varying=ROW_KEYS)
     if attacked.empty:
         raise FacebenchError(f"no advhat rows match the filters in {source}; run "
                              "`facebench run --attack advhat` first")

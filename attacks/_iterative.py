@@ -38,16 +38,19 @@ def ascend(attack, model, x: torch.Tensor, start: torch.Tensor, gallery_emb: tor
     in place): IEEE products and sums commute, so the iterates are bit for bit those of
     ``project(x_adv + alpha * unit)``, without its two image-sized temporaries a step.
     """
-    project = attack.threat.projector(x)
+    project = attack.threat.projector(x, inplace=True)
     normalize = attack.threat.normalize_step
     x_adv = start.detach()
     acc = torch.zeros_like(x) if mu is not None else None
     for _ in range(steps):
         _, grad = attack._gain_and_grad(model, x_adv, gallery_emb, dodge)
-        if acc is not None:
-            grad = acc.mul_(mu).add_(l1_normalize(grad))
-        unit = normalize(grad)
-        if unit.data_ptr() == grad.data_ptr():  # a direction that is its input: keep acc
-            unit = unit.clone()
+        if acc is not None:  # the direction of the accumulator, which must stay as it is
+            unit = normalize(acc.mul_(mu).add_(l1_normalize(grad)))
+            if unit.data_ptr() == acc.data_ptr():  # a direction that is its input: keep acc
+                unit = unit.clone()
+        else:  # the gradient is this step's own buffer: overwritten by its direction
+            unit = normalize(grad, inplace=True)
+        # the step lands in the direction's buffer, then is clamped in place: a new tensor
+        # a step, so the caller's start and the model's saved input are never written
         x_adv = project(unit.mul_(alpha).add_(x_adv))
     return x_adv.detach()

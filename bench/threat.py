@@ -131,24 +131,30 @@ class ThreatModel:
             delta = delta * _per_sample(scale, delta)
         return (x + delta).clamp(0.0, 1.0)
 
-    def projector(self, x: torch.Tensor):
+    def projector(self, x: torch.Tensor, inplace: bool = False):
         """``project(·, x)`` specialised to a fixed ``x``, for iterative attacks.
 
         For linf the ball ∩ [0, 1] is a box whose bounds are computed once, so each step is
-        one clamp; the l2 geometries fall back to :meth:`project`.
+        one clamp (lo <= hi, so clamp(·, lo, hi) = max(min(·, hi), lo) exactly), done in
+        the given tensor with ``inplace`` (an attack's own step buffer); the l2 geometries
+        fall back to :meth:`project`.
         """
         if self.norm != "linf":
             return lambda x_adv: self.project(x_adv, x)
         rb = _per_sample(self.radius(x), x)
         lo, hi = (x - rb).clamp_(0.0, 1.0), (x + rb).clamp_(0.0, 1.0)
-        return lambda x_adv: torch.maximum(torch.minimum(x_adv, hi), lo)
+        if inplace:
+            return lambda x_adv: x_adv.clamp_(lo, hi)
+        return lambda x_adv: torch.clamp(x_adv, lo, hi)
 
-    def normalize_step(self, grad: torch.Tensor) -> torch.Tensor:
-        """Steepest-ascent unit direction: sign for linf, grad/‖grad‖₂ otherwise (0 stays 0)."""
+    def normalize_step(self, grad: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """Steepest-ascent unit direction: sign for linf, grad/‖grad‖₂ otherwise (0 stays 0).
+        ``inplace`` writes it into ``grad`` (an iterative attack's own buffer): the same
+        numbers, one image-sized allocation less a step."""
         if self.norm == "linf":
-            return grad.sign()
-        n = _flat_norm(grad).clamp_min(1e-12)
-        return grad / _per_sample(n, grad)
+            return grad.sign_() if inplace else grad.sign()
+        n = _per_sample(_flat_norm(grad).clamp_min(1e-12), grad)
+        return grad.div_(n) if inplace else grad / n
 
     def random_start(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """A point drawn uniformly from the ball around ``x``, then projected into [0, 1]."""

@@ -107,8 +107,14 @@ def test_fast_weights_follow_parameter_changes(sample):
 # ------------------------------------------------------------------ the attack loop
 
 def reference_ascend(attack, model, x, start, g, dodge, steps, alpha, mu=None):
-    """The loop before issue 13, out of place: what the in-place one must reproduce."""
-    project = attack.threat.projector(x)
+    """The loop before issue 13, out of place: what the in-place one must reproduce (linf
+    projected as max(min(·, hi), lo), the two-pass form the in-place clamp replaced)."""
+    if attack.threat.norm == "linf":
+        rb = attack.threat.radius(x).reshape(-1, 1, 1, 1)
+        lo, hi = (x - rb).clamp(0.0, 1.0), (x + rb).clamp(0.0, 1.0)
+        project = lambda z: torch.maximum(torch.minimum(z, hi), lo)  # noqa: E731
+    else:
+        project = lambda z: attack.threat.project(z, x)  # noqa: E731
     x_adv = start.detach()
     acc = torch.zeros_like(x) if mu is not None else None
     for _ in range(steps):
@@ -136,6 +142,8 @@ def pgd_inputs(sample):
     ("pgd", dict(norm="linf", eps=2.0, steps=2, step_size=0.5, random_start=False)),
     ("pgd", dict(norm="rel-l2", eps=0.01, steps=2, random_start=True)),
     ("mim", dict(norm="linf", eps=2.0, steps=2)),
+    ("mim", dict(norm="rel-l2", eps=0.01, steps=2)),
+    ("bim", dict(norm="linf", eps=2.0, steps=3)),
 ])
 def test_in_place_loop_is_bit_for_bit_the_reference_loop(sample, pgd_inputs, monkeypatch,
                                                          name, params):
@@ -145,10 +153,15 @@ def test_in_place_loop_is_bit_for_bit_the_reference_loop(sample, pgd_inputs, mon
     model = variant(sample[0], True)
     x, g, dodge, thr = pgd_inputs
     attack = facebench.load_attack(name, **params)
+    kept = x.clone()
     torch.manual_seed(0)
     got = attack.perturb(model, x, g, dodge, thr)
+    assert torch.equal(x, kept)  # the in-place steps write only the loop's own buffers
+    start = x.clone()
+    it.ascend(attack, model, x, start, g, dodge, 2, torch.full((len(x), 1, 1, 1), 1e-3))
+    assert torch.equal(start, kept)
     monkeypatch.setattr(it, "ascend", reference_ascend)
-    for module in ("pgd", "mim"):  # the attacks imported ascend by name
+    for module in ("pgd", "mim", "bim"):  # the attacks imported ascend by name
         monkeypatch.setattr(f"facebench.attacks.{module}.ascend", reference_ascend)
     torch.manual_seed(0)
     want = attack.perturb(model, x, g, dodge, thr)

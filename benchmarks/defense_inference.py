@@ -54,7 +54,9 @@ def main(argv=None) -> int:
     pairs = ds.pairs("dev-test", data_home=args.data_home, download=False).subset(
         max(2, args.images // 2), 0)
     images, _, _ = pair_images(pairs, ds.aligner(rec), progress=False)
-    x = to_float(images[:args.images], "cpu")
+    with torch.inference_mode():  # as the runner's clean pass makes them: inference tensors,
+        x = to_float(images[:args.images], "cpu")  # which the purifier never serves from
+        # the selection it holds for EOT (repeats of one batch would skip the analyzer)
     defense = build_defense(args.defense, {}, args.data_home, "dev-test", progress=False)
     purifier = defense.wrap(rec).eval()
     gray = rgb_to_face(x, defense.face_size)

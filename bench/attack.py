@@ -70,6 +70,8 @@ def _same(a, b) -> bool:
     """Equal as parameter values: ``2`` and ``2.0`` are one setting, ``True`` and ``1`` not."""
     if isinstance(a, bool) or isinstance(b, bool):
         return a is b
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):  # a CLI list = a tuple
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     try:
         return a == b
     except Exception:  # e.g. arrays: compare what a row would show

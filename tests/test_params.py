@@ -164,4 +164,5 @@ def test_row_tags_values():
     assert row_tags({"a": 2, "b": 0.5, "c": [1.0, 2.5], "d": "x,y"}, {"a": 2.0}) == [
         "b=0.5", "c=1/2.5", "d=x/y"]
     assert row_tags({"flag": True}, {"flag": 1}) == ["flag=True"]  # a bool is not an int
+    assert row_tags({"budgets": [1000, 5000]}, {"budgets": (1000, 5000)}) == []
     assert tagged("pgd", []) == "pgd" and tagged("pgd[a=1]", ["b"]) == "pgd[a=1,b]"
